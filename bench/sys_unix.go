@@ -1,0 +1,24 @@
+//go:build unix
+
+package bench
+
+import "syscall"
+
+// raiseNoFile raises this process's RLIMIT_NOFILE soft limit to the hard
+// limit (Go already does this at startup since 1.19 on most systems, but a
+// parent may have lowered it since) and returns the soft limit in effect.
+func raiseNoFile() (uint64, error) {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, err
+	}
+	if l.Cur < l.Max {
+		want := l
+		want.Cur = want.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
+			return uint64(l.Cur), err
+		}
+		l = want
+	}
+	return uint64(l.Cur), nil
+}

@@ -1,0 +1,358 @@
+package listen
+
+import (
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/motemq/mote/frame"
+)
+
+// Conn wraps a client's network connection for mochi:
+//
+//   - Reads: the byte stream is cut into whole MQTT packets and each is
+//     checked by a frame.Checker before mochi sees any of it. A refused
+//     packet gets the spec's reply (CONNACK or DISCONNECT with a reason
+//     code), the packets before it are still delivered, then Read fails and
+//     mochi closes the client. mochi's decoder never sees a malformed packet
+//     (it panics on some: upstream #501).
+//   - Writes: every write has a deadline; a client that does not read is
+//     disconnected instead of blocking publishers (mochi holds the client's
+//     lock while it writes). Between Cork and Uncork, writes are gathered
+//     and sent in one system call.
+//   - SetDeadline from mochi (its keepalive) only sets the read deadline.
+//
+// An idle connection holds no buffer of its own: reads go straight into
+// mochi's buffer and only a partial packet is kept back.
+type Conn struct {
+	net.Conn
+	chk          *frame.Checker
+	maxSize      uint32
+	writeTimeout time.Duration
+	remote       net.Addr
+	stats        *Stats
+	log          *slog.Logger
+	onClose      func()
+
+	// read side (mochi's read goroutine only)
+	buf   []byte // kept-back bytes: [rpos:ready) checked, [ready:len) partial
+	rpos  int
+	ready int
+	rerr  error
+
+	// write side
+	wmu    sync.Mutex
+	corked int
+	wbuf   []byte
+	werr   error
+
+	closed atomic.Bool
+}
+
+// Stats are counters shared by the connections of a broker.
+type Stats struct {
+	Accepted     atomic.Uint64
+	Open         atomic.Int64
+	Refused      [256]atomic.Uint64 // packets refused, by MQTT 5 reason code
+	SlowClosed   atomic.Uint64      // connections closed because a write timed out
+	BytesRead    atomic.Uint64
+	BytesWritten atomic.Uint64
+}
+
+// ConnOptions configures wrapped connections.
+type ConnOptions struct {
+	Limits         frame.Limits
+	WriteTimeout   time.Duration // 0: no write deadline
+	ConnectTimeout time.Duration // time allowed from accept to a complete CONNECT
+	Stats          *Stats
+	Log            *slog.Logger
+}
+
+// Wrap returns c wrapped for mochi. remote overrides c.RemoteAddr (a
+// client address forwarded by a trusted proxy); nil keeps it.
+func Wrap(c net.Conn, o ConnOptions, remote net.Addr) *Conn {
+	if o.Stats == nil {
+		o.Stats = new(Stats)
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	w := &Conn{
+		Conn:         c,
+		chk:          frame.NewChecker(o.Limits),
+		maxSize:      o.Limits.MaxPacketSize,
+		writeTimeout: o.WriteTimeout,
+		remote:       remote,
+		stats:        o.Stats,
+		log:          o.Log,
+	}
+	o.Stats.Accepted.Add(1)
+	o.Stats.Open.Add(1)
+	if o.ConnectTimeout > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(o.ConnectTimeout))
+	}
+	return w
+}
+
+// RemoteAddr is the client's address (as forwarded by a trusted proxy).
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
+}
+
+// TLSState returns the TLS state for a TLS connection (handshake done), or nil.
+func (c *Conn) TLSState() *tls.ConnectionState {
+	type stater interface{ ConnectionState() tls.ConnectionState }
+	if t, ok := c.Conn.(stater); ok {
+		st := t.ConnectionState()
+		if st.HandshakeComplete {
+			return &st
+		}
+	}
+	return nil
+}
+
+// ProtocolVersion is the MQTT version of the accepted CONNECT, or 0.
+func (c *Conn) ProtocolVersion() byte { return c.chk.Version() }
+
+const minRead = 512
+
+// Read returns bytes of whole, checked packets.
+func (c *Conn) Read(p []byte) (int, error) {
+	for {
+		if c.rpos < c.ready {
+			n := copy(p, c.buf[c.rpos:c.ready])
+			c.rpos += n
+			c.compact()
+			return n, nil
+		}
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if len(c.buf) == 0 {
+			// Nothing kept back: read straight into mochi's buffer.
+			n, err := c.Conn.Read(p)
+			if n > 0 {
+				c.stats.BytesRead.Add(uint64(n))
+				k, cerr := c.scan(p[:n])
+				if k < n && cerr == nil {
+					c.buf = append(getBuf(n-k), p[k:n]...)
+				}
+				if cerr != nil {
+					c.rerr = cerr
+				}
+				if k > 0 {
+					return k, nil
+				}
+				if cerr != nil {
+					return 0, cerr
+				}
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
+		// A partial packet is kept back: read more after it.
+		need := minRead
+		if total, complete, _ := frame.Header(c.buf[c.ready:], c.maxSize); complete && total > len(c.buf)-c.ready {
+			need = total - (len(c.buf) - c.ready)
+		}
+		c.grow(need)
+		n, err := c.Conn.Read(c.buf[len(c.buf):cap(c.buf)])
+		if n > 0 {
+			c.stats.BytesRead.Add(uint64(n))
+			end := len(c.buf) + n
+			c.buf = c.buf[:end]
+			k, cerr := c.scan(c.buf[c.ready:])
+			c.ready += k
+			if cerr != nil {
+				c.rerr = cerr
+			}
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+}
+
+// scan checks the whole packets at the start of b and returns how many bytes
+// they span. The error is the refusal of the packet after them, if any.
+func (c *Conn) scan(b []byte) (int, error) {
+	off := 0
+	for off < len(b) {
+		total, complete, err := frame.Header(b[off:], c.maxSize)
+		if err == nil && (!complete || total > len(b)-off) {
+			return off, nil
+		}
+		if err == nil {
+			err = c.chk.Check(b[off : off+total])
+		}
+		if err != nil {
+			c.refuse(err)
+			return off, err
+		}
+		off += total
+	}
+	return off, nil
+}
+
+// refuse sends the reply the spec asks for and counts the refusal.
+func (c *Conn) refuse(err error) {
+	var fe *frame.Error
+	if errors.As(err, &fe) {
+		c.stats.Refused[fe.Code].Add(1)
+	}
+	c.log.Info("refused packet", "remote", c.RemoteAddr().String(), "error", err)
+	if reply := c.chk.Reply(err); len(reply) > 0 {
+		c.wmu.Lock()
+		_, _ = c.writeLocked(reply)
+		c.wmu.Unlock()
+	}
+}
+
+func (c *Conn) grow(n int) {
+	if cap(c.buf)-len(c.buf) >= n {
+		return
+	}
+	nb := getBuf(len(c.buf) + n)
+	nb = append(nb, c.buf...)
+	putBuf(c.buf)
+	c.buf = nb
+}
+
+// compact drops delivered bytes and gives the buffer back when empty.
+func (c *Conn) compact() {
+	if c.rpos < c.ready {
+		return
+	}
+	if c.ready == len(c.buf) {
+		putBuf(c.buf)
+		c.buf, c.rpos, c.ready = nil, 0, 0
+		return
+	}
+	rest := copy(c.buf, c.buf[c.rpos:])
+	c.buf = c.buf[:rest]
+	c.ready -= c.rpos
+	c.rpos = 0
+}
+
+// Write writes b with a deadline, or gathers it while corked.
+func (c *Conn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if c.corked > 0 {
+		c.wbuf = append(c.wbuf, b...)
+		if len(c.wbuf) >= 64<<10 {
+			if err := c.flushLocked(); err != nil {
+				return 0, err
+			}
+		}
+		return len(b), nil
+	}
+	return c.writeLocked(b)
+}
+
+func (c *Conn) writeLocked(b []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
+	n, err := c.Conn.Write(b)
+	c.stats.BytesWritten.Add(uint64(n))
+	if err != nil {
+		c.werr = err
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.stats.SlowClosed.Add(1)
+			c.log.Warn("closing client that does not read", "remote", c.RemoteAddr().String(), "write_timeout", c.writeTimeout)
+		}
+		_ = c.Close()
+	}
+	return n, err
+}
+
+func (c *Conn) flushLocked() error {
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	_, err := c.writeLocked(c.wbuf)
+	if cap(c.wbuf) > 64<<10 {
+		c.wbuf = nil
+	} else {
+		c.wbuf = c.wbuf[:0]
+	}
+	return err
+}
+
+// Cork starts gathering writes.
+func (c *Conn) Cork() {
+	c.wmu.Lock()
+	c.corked++
+	c.wmu.Unlock()
+}
+
+// Uncork sends what was gathered since the matching Cork.
+func (c *Conn) Uncork() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.corked > 0 {
+		c.corked--
+	}
+	if c.corked > 0 {
+		return nil
+	}
+	err := c.flushLocked()
+	if len(c.wbuf) == 0 {
+		c.wbuf = nil
+	}
+	if err == nil {
+		err = c.werr
+	}
+	return err
+}
+
+// SetDeadline sets only the read deadline: mochi uses it for keepalive,
+// and write deadlines are per write.
+func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// SetWriteDeadline is ignored: every write has its own deadline.
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
+
+// Close closes the connection once.
+func (c *Conn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	c.stats.Open.Add(-1)
+	err := c.Conn.Close()
+	if c.onClose != nil {
+		c.onClose()
+	}
+	return err
+}
+
+var bufPool = sync.Pool{New: func() any { return make([]byte, 0, 4096) }}
+
+func getBuf(n int) []byte {
+	if n <= 4096 {
+		return bufPool.Get().([]byte)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+func putBuf(b []byte) {
+	if cap(b) == 4096 {
+		bufPool.Put(b[:0]) //nolint:staticcheck // a slice header allocation per put is cheaper than the buffer
+	}
+}

@@ -1,0 +1,378 @@
+package persistence
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Outbound delivery to a session.
+//
+// mochi puts every QoS 1/2 delivery into the subscriber's in-flight map and
+// either writes it at once or, when the subscriber's send quota is used up,
+// marks it "pending" (Expiry -1) for later. Its pending path loses messages
+// and order: it hands the next pending message out in random order within a
+// second, deletes it from the in-flight map when it sends it (so the PUBACK
+// is ignored and the quota leaks until the session stalls), resends whatever
+// is in flight on resume regardless of the client's Receive Maximum, and
+// drops QoS 1/2 messages when the client's write queue is full.
+//
+// So every session's send quota is kept at zero (see forceQuota): mochi then
+// takes the pending path for every QoS 1/2 delivery, and the session engine
+// here sends them itself, in order, within the client's window:
+//
+//	incoming     deliveries mochi just routed (they still hold mochi's packet id)
+//	pending      decided, not yet sent, no packet id (FIFO)
+//	outstanding  sent and not yet acknowledged (PUBACK, PUBREC/PUBREL, PUBCOMP)
+//
+// A per-session pump goroutine, started on demand, moves entries along and
+// writes them. Persistent sessions keep one store record per entry.
+
+const (
+	stIncoming = iota // routed by mochi, decision (pending or direct send) not seen yet
+	stPending         // waiting for window space
+	stSent            // written, waiting for PUBACK/PUBREC
+	stPubrel          // PUBREC received, PUBREL sent, waiting for PUBCOMP
+	stDone            // acknowledged, dropped or expired
+)
+
+// record states of a queue record (q␀...).
+const (
+	qNew    = 0 // not sent (packet id meaningless)
+	qSent   = 1 // sent with PacketID
+	qPubrel = 2 // PUBREC received for PacketID
+)
+
+type entry struct {
+	seq   uint64
+	id    uint16 // mochi packet id while held in a mochi in-flight map, else 0
+	wal   uint64
+	state int
+	drop  bool         // discard once mochi settles it (queue overflow, replay duplicate)
+	owner *mqtt.Client // mochi client object whose in-flight map holds id
+	pk    packets.Packet
+}
+
+type session struct {
+	id string
+	h  *Hook
+
+	// Guarded by h.mu for the map, by mu for the rest.
+	mu          sync.Mutex
+	cl          *mqtt.Client
+	connected   bool
+	persistent  bool
+	window      int
+	incoming    []*entry
+	pending     []*entry
+	outstanding map[uint16]*entry
+	byID        map[uint16]*entry // entries holding an id in cl's in-flight map
+	inbound     map[uint16]uint64 // inbound QoS 2 awaiting PUBREL: id → wal id
+	running     bool
+	retry       *time.Timer
+	have        map[uint64]bool // wal ids already queued here (dedupe during replay)
+	username    []byte
+	expiry      uint32
+	proto       byte
+	clean       bool
+	listener    string
+	overflowed  uint64
+}
+
+func newSession(h *Hook, id string) *session {
+	return &session{
+		id:          id,
+		h:           h,
+		outstanding: map[uint16]*entry{},
+		byID:        map[uint16]*entry{},
+		inbound:     map[uint16]uint64{},
+	}
+}
+
+func (s *session) queued() int { return len(s.incoming) + len(s.pending) + len(s.outstanding) }
+
+// forceQuota pins mochi's send quota for cl at zero (with a non-zero
+// maximum) so that mochi queues every QoS 1/2 delivery as pending and never
+// writes one itself; the session engine sends them.
+func forceQuota(cl *mqtt.Client) {
+	cl.State.Inflight.ResetSendQuota(1)
+	cl.State.Inflight.DecreaseSendQuota()
+}
+
+// kick starts the pump unless it is running. s.mu must be held.
+func (s *session) kickLocked() {
+	if s.running || s.h.stopping.Load() {
+		return
+	}
+	s.running = true
+	s.h.wg.Add(1)
+	go s.pump()
+}
+
+func (s *session) kick() {
+	s.mu.Lock()
+	s.kickLocked()
+	s.mu.Unlock()
+}
+
+// pump resolves and sends until there is nothing it can do.
+func (s *session) pump() {
+	defer s.h.wg.Done()
+	for {
+		s.mu.Lock()
+		out, retry := s.step()
+		if len(out) == 0 {
+			s.running = false
+			if retry && s.retry == nil && !s.h.stopping.Load() {
+				s.retry = time.AfterFunc(2*time.Millisecond, func() {
+					s.mu.Lock()
+					s.retry = nil
+					s.kickLocked()
+					s.mu.Unlock()
+				})
+			}
+			s.mu.Unlock()
+			return
+		}
+		cl := s.cl
+		s.mu.Unlock()
+		if err := s.h.write(cl, out); err != nil {
+			// The connection is failing; its disconnect will follow and the
+			// entries stay outstanding, to be resent on resume.
+			s.h.Log.Debug("session write failed", "client", s.id, "error", err)
+			s.mu.Lock()
+			s.running = false
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// step moves entries along and returns packets to write. retry reports an
+// entry whose fate mochi has not settled yet. s.mu must be held.
+func (s *session) step() (out []packets.Packet, retry bool) {
+	now := time.Now().Unix()
+	spins := 0
+	for len(s.incoming) > 0 {
+		e := s.incoming[0]
+		if e.state != stIncoming {
+			s.popIncoming()
+			continue
+		}
+		if e.owner != s.cl || e.owner == nil {
+			// Routed into a client object that has since been replaced.
+			if e.drop {
+				s.popIncoming()
+				e.state = stDone
+				continue
+			}
+			s.toPending(e)
+			continue
+		}
+		got, ok := e.owner.State.Inflight.Get(e.id)
+		switch {
+		case !ok:
+			// mochi rolled it back (write queue full) or an inbound packet
+			// with the same id displaced it: it is ours to send.
+			delete(s.byID, e.id)
+			e.id = 0
+			if e.drop {
+				s.popIncoming()
+				e.state = stDone
+				continue
+			}
+			s.toPending(e)
+		case got.Expiry == -1 && got.FixedHeader.Type == packets.Publish:
+			// mochi queued it as pending: ours to send.
+			if e.drop {
+				s.popIncoming()
+				e.owner.State.Inflight.Delete(e.id)
+				atomic.AddInt64(&s.h.server.Info.Inflight, -1)
+				delete(s.byID, e.id)
+				e.state = stDone
+				continue
+			}
+			if s.connected && len(s.pending) == 0 && len(s.outstanding) < s.window && !expired(&e.pk, now) {
+				s.popIncoming()
+				e.pk.PacketID = e.id
+				e.owner.State.Inflight.Set(e.pk)
+				s.markSent(e)
+				out = append(out, e.pk)
+				continue
+			}
+			e.owner.State.Inflight.Delete(e.id)
+			atomic.AddInt64(&s.h.server.Info.Inflight, -1)
+			delete(s.byID, e.id)
+			e.id = 0
+			s.toPending(e)
+		default:
+			// mochi has not finished routing it (it marks it pending just
+			// after our hook returns), or is writing it itself through the
+			// client's write queue (OnPacketEncode will mark it sent).
+			if spins < 3 {
+				spins++
+				s.mu.Unlock()
+				runtime.Gosched()
+				s.mu.Lock()
+				continue
+			}
+			retry = true
+			goto send
+		}
+	}
+send:
+	for s.connected && len(s.pending) > 0 && len(s.outstanding) < s.window {
+		e := s.pending[0]
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
+		if e.state != stPending {
+			continue
+		}
+		if expired(&e.pk, now) {
+			s.finish(e)
+			continue
+		}
+		id, err := s.cl.NextPacketID()
+		if err != nil {
+			s.pending = append([]*entry{e}, s.pending...)
+			retry = true
+			break
+		}
+		e.id = uint16(id)
+		e.owner = s.cl
+		e.pk.PacketID = e.id
+		e.pk.FixedHeader.Dup = false
+		if s.cl.State.Inflight.Set(e.pk) {
+			atomic.AddInt64(&s.h.server.Info.Inflight, 1)
+		}
+		s.byID[e.id] = e
+		s.markSent(e)
+		out = append(out, e.pk)
+	}
+	if len(s.pending) == 0 {
+		s.pending = nil
+	}
+	return out, retry
+}
+
+func (s *session) popIncoming() {
+	s.incoming[0] = nil
+	s.incoming = s.incoming[1:]
+	if len(s.incoming) == 0 {
+		s.incoming = nil
+	}
+}
+
+func (s *session) toPending(e *entry) {
+	s.popIncoming()
+	e.state = stPending
+	e.owner = nil
+	s.pending = append(s.pending, e)
+}
+
+func expired(pk *packets.Packet, now int64) bool { return pk.Expiry > 0 && pk.Expiry < now }
+
+// markSent records e as written with its current id. s.mu must be held.
+func (s *session) markSent(e *entry) {
+	e.state = stSent
+	s.outstanding[e.id] = e
+	s.save(e, qSent)
+}
+
+// save writes e's queue record for persistent sessions.
+func (s *session) save(e *entry, st byte) {
+	if !s.persistent {
+		return
+	}
+	rec := record{WAL: e.wal, Seq: e.seq, State: st, PacketID: e.id, Packet: e.pk}
+	s.h.store.Write(Set(queueKey(s.id, e.seq), string(encodeRecord(nil, &rec))))
+}
+
+// finish removes e for good (acknowledged, refused, expired). s.mu must be held.
+func (s *session) finish(e *entry) {
+	if e.state == stDone {
+		return
+	}
+	e.state = stDone
+	if e.id != 0 {
+		if s.outstanding[e.id] == e {
+			delete(s.outstanding, e.id)
+		}
+		if s.byID[e.id] == e {
+			delete(s.byID, e.id)
+		}
+	}
+	if s.persistent {
+		s.h.deleteAfterWAL(e.wal, Del(queueKey(s.id, e.seq)))
+	}
+}
+
+// ack handles PUBACK, PUBREC and PUBCOMP from the client.
+func (s *session) ack(cl *mqtt.Client, pk packets.Packet) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cl != cl {
+		return
+	}
+	e := s.outstanding[pk.PacketID]
+	if e == nil {
+		return
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Puback:
+		if e.state != stSent || e.pk.FixedHeader.Qos != 1 {
+			return
+		}
+		s.finish(e)
+	case packets.Pubrec:
+		if e.state != stSent || e.pk.FixedHeader.Qos != 2 {
+			return
+		}
+		if pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+			s.finish(e) // the receiver refused it [MQTT-4.3.3-4]
+		} else {
+			e.state = stPubrel
+			s.save(e, qPubrel)
+			return // the window stays taken until PUBCOMP
+		}
+	case packets.Pubcomp:
+		if e.state != stPubrel {
+			return
+		}
+		s.finish(e)
+	default:
+		return
+	}
+	s.kickLocked()
+}
+
+// dropAll forgets the session's messages; records are deleted when the
+// session was persistent. s.mu must be held.
+func (s *session) dropAll() {
+	for _, e := range s.incoming {
+		s.finish(e)
+	}
+	for _, e := range s.pending {
+		s.finish(e)
+	}
+	for _, e := range s.outstanding {
+		s.finish(e)
+	}
+	s.incoming, s.pending = nil, nil
+	s.outstanding = map[uint16]*entry{}
+	s.byID = map[uint16]*entry{}
+	for id, wal := range s.inbound {
+		if s.persistent && wal != 0 {
+			s.h.deleteAfterWAL(wal, Del(inboundKey(s.id, id, wal)))
+		}
+	}
+	s.inbound = map[uint16]uint64{}
+	if s.retry != nil {
+		s.retry.Stop()
+		s.retry = nil
+	}
+}
