@@ -43,9 +43,9 @@ func hex16(v uint64) string {
 
 func parseHex(s string) (uint64, error) { return strconv.ParseUint(s, 16, 64) }
 
-func sessionKey(client string) string        { return nsSession + client }
-func subKey(client, filter string) string    { return nsSub + client + "\x00" + filter }
-func subPrefix(client string) string         { return nsSub + client + "\x00" }
+func sessionKey(client string) string     { return nsSession + client }
+func subKey(client, filter string) string { return nsSub + client + "\x00" + filter }
+func subPrefix(client string) string      { return nsSub + client + "\x00" }
 func queueKey(client string, seq uint64) string {
 	return nsQueue + client + "\x00" + hex16(seq)
 }

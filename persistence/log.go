@@ -36,8 +36,8 @@ type Log struct {
 
 	mu      sync.Mutex
 	nextID  uint64
-	fresh   []uint64  // never-leased ids, ascending (appended at the end)
-	back    idHeap    // released ids, handed out before fresh ones
+	fresh   []uint64 // never-leased ids, ascending (appended at the end)
+	back    idHeap   // released ids, handed out before fresh ones
 	leased  map[uint64]struct{}
 	live    map[uint64]struct{} // every id in the log
 	deleted uint64              // acked or purged since open

@@ -136,8 +136,8 @@ type Store struct {
 
 type statsCounters struct {
 	commits, records, syncs, syncErrors, shrinks atomic.Uint64
-	lastSync, maxSync, totalSync              atomic.Int64
-	truncated                                 atomic.Int64
+	lastSync, maxSync, totalSync                 atomic.Int64
+	truncated                                    atomic.Int64
 }
 
 // FileName is the database file inside the data directory.
