@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
-	"sync"
-	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/motemq/mote/internal/wsconn"
 )
 
 // dial opens the network connection to the broker: TCP for mqtt:// and tcp://,
@@ -30,19 +27,7 @@ func dial(ctx context.Context, u *url.URL, readBuf int) (net.Conn, error) {
 		}
 		return &tcpConn{TCPConn: tc, r: bufio.NewReaderSize(tc, readBuf)}, nil
 	case "ws":
-		d := websocket.Dialer{
-			NetDialContext:   (&net.Dialer{}).DialContext,
-			Subprotocols:     []string{"mqtt"}, // [MQTT-6.0.0-3]
-			HandshakeTimeout: 0,                // ctx bounds it
-		}
-		ws, resp, err := d.DialContext(ctx, u.String(), nil)
-		if resp != nil && resp.Body != nil {
-			_ = resp.Body.Close() // the handshake response has no body we need
-		}
-		if err != nil {
-			return nil, err
-		}
-		return &wsConn{ws: ws}, nil
+		return wsconn.Dial(ctx, u.String(), "")
 	}
 	return nil, fmt.Errorf("unsupported scheme %q", u.Scheme)
 }
@@ -69,68 +54,4 @@ func hostPort(u *url.URL, defaultPort string) string {
 		return u.Host
 	}
 	return net.JoinHostPort(u.Hostname(), defaultPort)
-}
-
-// wsConn carries the MQTT byte stream in binary WebSocket messages.
-//
-// Writes: gorilla allows one writer at a time, and both libraries write from
-// more than one goroutine (paho.mqtt.golang's keepalive writes PINGREQ
-// directly, beside its writer goroutine), so Write takes wmu. paho.golang
-// writes one packet as several Writes (net.Buffers) and keeps them together by
-// locking the sync.Locker a net.Conn may implement (packets.ControlPacket.WriteTo);
-// the embedded Mutex is that lock. Lock order: embedded Mutex, then wmu.
-// Reads: one reader at a time, continuing across message boundaries.
-type wsConn struct {
-	sync.Mutex // held by paho.golang around each packet's Writes
-
-	ws  *websocket.Conn
-	wmu sync.Mutex // one WriteMessage at a time
-	rmu sync.Mutex // one reader at a time
-	r   io.Reader  // current message, nil between messages
-}
-
-var _ net.Conn = (*wsConn)(nil)
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	for {
-		if c.r == nil {
-			_, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if err == io.EOF {
-			c.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsConn) Close() error                       { return c.ws.Close() }
-func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
-func (c *wsConn) SetDeadline(t time.Time) error {
-	if err := c.ws.SetReadDeadline(t); err != nil {
-		return err
-	}
-	return c.ws.SetWriteDeadline(t)
 }

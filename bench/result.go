@@ -149,45 +149,46 @@ func (r *Result) WriteTable(w io.Writer) error {
 	}
 	b.WriteByte('\n')
 
+	// Columns: what, count, rate; anything after the last tab is free text.
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	if m := r.Messages; m != nil {
 		sentNote := "acknowledged by the broker"
 		if c.QoS == 0 {
-			sentNote = "written (QoS 0)"
+			sentNote = "written (QoS 0 has no acknowledgement)"
 		}
 		fmt.Fprintf(tw, "sent\t%d\t%s msg/s\t%s\n", m.Sent, human(m.SendRate), sentNote)
 		fmt.Fprintf(tw, "received\t%d\t%s deliveries/s\texpected %d\n", m.Received, human(m.ReceiveRate), m.Expected)
-		fmt.Fprintf(tw, "lost\t%d\t\t\n", m.Lost)
-		fmt.Fprintf(tw, "duplicates\t%d\t\t\n", m.Duplicates)
-		fmt.Fprintf(tw, "out of order\t%d\t\t\n", m.OutOfOrder)
+		fmt.Fprintf(tw, "lost\t%d\n", m.Lost)
+		fmt.Fprintf(tw, "duplicates\t%d\n", m.Duplicates)
+		fmt.Fprintf(tw, "out of order\t%d\n", m.OutOfOrder)
 		if m.Rejected > 0 || m.Unacked > 0 || m.Foreign > 0 {
-			fmt.Fprintf(tw, "not counted\t%d rejected, %d unacked, %d foreign\t\t\n", m.Rejected, m.Unacked, m.Foreign)
+			fmt.Fprintf(tw, "not counted\t%d rejected, %d unacknowledged, %d foreign\n", m.Rejected, m.Unacked, m.Foreign)
 		}
 		l := m.Latency
-		fmt.Fprintf(tw, "latency\tp50 %s\tp95 %s\tp99 %s  max %s  (n=%d)\n", ms(l.P50), ms(l.P95), ms(l.P99), ms(l.Max), l.Count)
+		fmt.Fprintf(tw, "latency\tp50 %s  p95 %s  p99 %s  max %s  (%d samples)\n", ms(l.P50), ms(l.P95), ms(l.P99), ms(l.Max), l.Count)
 		state := "complete"
 		if !m.DrainComplete {
 			state = "incomplete: --drain ran out"
 		}
-		fmt.Fprintf(tw, "drain\t%s\t%s\t\n", m.Drain.Round(time.Millisecond), state)
+		fmt.Fprintf(tw, "drain\t%s  %s\n", m.Drain.Round(time.Millisecond), state)
 		if c.Scenario == ScenarioQueue && len(m.PerSubscriber) > 0 {
-			fmt.Fprintf(tw, "spread\tmin %.1f%%\tmax %.1f%%\teven %.1f%% over %d consumers\n",
+			fmt.Fprintf(tw, "spread\tmin %.1f%%  max %.1f%%  (even: %.1f%% each of %d consumers)\n",
 				100*m.MinShare, 100*m.MaxShare, 100/float64(len(m.PerSubscriber)), len(m.PerSubscriber))
 		}
 	}
 	if s := r.Conns; s != nil {
 		fmt.Fprintf(tw, "connected\t%d of %d\t%s conn/s\tin %s\n", s.Connected, s.Requested, human(s.ConnectRate), s.ConnectTime.Round(time.Millisecond))
 		if s.Failed > 0 {
-			fmt.Fprintf(tw, "failed\t%d\t%s\t\n", s.Failed, s.FirstError)
+			fmt.Fprintf(tw, "failed\t%d\t%s\n", s.Failed, s.FirstError)
 		}
-		fmt.Fprintf(tw, "dropped\t%d\tduring a %s hold\t\n", s.Dropped, s.Held.Round(time.Millisecond))
+		fmt.Fprintf(tw, "dropped\t%d\tduring the %s hold\n", s.Dropped, s.Held.Round(time.Millisecond))
 		if s.RSSAfter > 0 {
-			fmt.Fprintf(tw, "broker rss\t%s → %s\t%s per connection\t\n", bytesString(float64(s.RSSBefore)), bytesString(float64(s.RSSAfter)), bytesString(s.BytesPerConn))
+			fmt.Fprintf(tw, "broker rss\t%s → %s\t%s per connection\n", bytesString(float64(s.RSSBefore)), bytesString(float64(s.RSSAfter)), bytesString(s.BytesPerConn))
 		}
-		fmt.Fprintf(tw, "nofile\t%d\t\t\n", s.NoFileLimit)
+		fmt.Fprintf(tw, "nofile\t%d\n", s.NoFileLimit)
 	}
 	if r.Error != "" {
-		fmt.Fprintf(tw, "error\t%s\t\t\n", r.Error)
+		fmt.Fprintf(tw, "error\t%s\n", r.Error)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -105,6 +105,10 @@ func (c *Checker) Check(pkt []byte) error {
 	if c.version == 0 && typ != typeConnect {
 		return refuse(CodeProtocolError, typ, "first packet must be CONNECT") // [MQTT-3.1.0-1]
 	}
+	// Fixed header flags follow Table 2-2 for every protocol level. MQTT 3.1
+	// let clients set DUP on a retransmitted PUBREL, SUBSCRIBE or UNSUBSCRIBE
+	// (0x6A, 0x8A, 0xAA), but mochi's FixedHeader.Decode refuses those for
+	// every version, so they are refused here too rather than handed on.
 	switch typ {
 	case typeConnect:
 		if c.version != 0 {

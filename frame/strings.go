@@ -1,6 +1,9 @@
 package frame
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // stringFault describes why bytes are not an acceptable UTF-8 Encoded String.
 type stringFault uint8
@@ -116,8 +119,8 @@ const sharePrefix = "$share/"
 // So "$share/g" (no filter), "$share//a" (empty ShareName) and "$share/+/a"
 // are invalid, while "$share" and "$shared/a" are ordinary valid filters.
 func ValidFilter(f string) bool {
-	if len(f) == 0 || len(f) > 65535 || !utf8.ValidString(f) {
-		return false
+	if len(f) == 0 || len(f) > 65535 || !utf8.ValidString(f) || strings.IndexByte(f, 0) >= 0 {
+		return false // (U+0000 anywhere, the ShareName included: found by FuzzValidFilter)
 	}
 	if len(f) >= len(sharePrefix) && f[:len(sharePrefix)] == sharePrefix {
 		rest := f[len(sharePrefix):]
@@ -139,13 +142,11 @@ func ValidFilter(f string) bool {
 	return validLevels(f)
 }
 
-// validLevels checks the wildcard placement rules of a non-empty filter.
+// validLevels checks the wildcard placement rules of a filter.
 func validLevels(f string) bool {
 	start := 0 // first byte of the current level
 	for i := 0; i < len(f); i++ {
 		switch f[i] {
-		case 0:
-			return false
 		case '+':
 			// A whole level: preceded by the start or '/', followed by the end or '/'.
 			if i != start || (i+1 < len(f) && f[i+1] != '/') {

@@ -526,7 +526,7 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		}
 	case packets.Puback, packets.Pubrec, packets.Pubcomp:
 		if s := h.session(cl.ID); s != nil {
-			s.ack(cl, pk)
+			pk = s.ack(cl, pk)
 		}
 	}
 	return pk, nil
@@ -815,6 +815,9 @@ func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if pk.FixedHeader.Type != packets.Pubrel || cl.Net.Inline {
 		return
 	}
+	// mochi has just raised the send quota for this inbound completion;
+	// lower it at once rather than after the packet (see session.ack).
+	cl.State.Inflight.DecreaseSendQuota()
 	h.inboundDone(cl, pk.PacketID)
 }
 

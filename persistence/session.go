@@ -74,6 +74,7 @@ type session struct {
 	inbound     map[uint16]uint64 // inbound QoS 2 awaiting PUBREL: id → wal id
 	running     bool
 	retry       *time.Timer
+	sendAfter   *Batch          // the packets step returned may be written once this is durable
 	have        map[uint64]bool // wal ids already queued here (dedupe during replay)
 	username    []byte
 	expiry      uint32
@@ -139,7 +140,21 @@ func (s *session) pump() {
 			return
 		}
 		cl := s.cl
+		durable := s.sendAfter
+		s.sendAfter = nil
 		s.mu.Unlock()
+		if durable != nil {
+			// A QoS 2 PUBLISH goes out only once its packet id is on disk:
+			// after a crash it must be resent with the same id, or the
+			// receiver would take it for a new message [MQTT-4.3.3].
+			if err := durable.Wait(); err != nil {
+				s.h.Log.Error("session state not stored; holding QoS 2 deliveries", "client", s.id, "error", err)
+				s.mu.Lock()
+				s.running = false
+				s.mu.Unlock()
+				return
+			}
+		}
 		if err := s.h.write(cl, out); err != nil {
 			// The connection is failing; its disconnect will follow and the
 			// entries stay outstanding, to be resent on resume.
@@ -280,16 +295,19 @@ func expired(pk *packets.Packet, now int64) bool { return pk.Expiry > 0 && pk.Ex
 func (s *session) markSent(e *entry) {
 	e.state = stSent
 	s.outstanding[e.id] = e
-	s.save(e, qSent)
+	if b := s.save(e, qSent); b != nil && e.pk.FixedHeader.Qos == 2 {
+		s.sendAfter = b
+	}
 }
 
-// save writes e's queue record for persistent sessions.
-func (s *session) save(e *entry, st byte) {
+// save writes e's queue record for persistent sessions and returns the
+// batch that makes it durable (nil for other sessions).
+func (s *session) save(e *entry, st byte) *Batch {
 	if !s.persistent {
-		return
+		return nil
 	}
 	rec := record{WAL: e.wal, Seq: e.seq, State: st, PacketID: e.id, Packet: e.pk}
-	s.h.store.Write(Set(queueKey(s.id, e.seq), string(encodeRecord(nil, &rec))))
+	return s.h.store.Write(Set(queueKey(s.id, e.seq), string(encodeRecord(nil, &rec))))
 }
 
 // finish removes e for good (acknowledged, refused, expired). s.mu must be held.
@@ -311,43 +329,71 @@ func (s *session) finish(e *entry) {
 	}
 }
 
-// ack handles PUBACK, PUBREC and PUBCOMP from the client.
-func (s *session) ack(cl *mqtt.Client, pk packets.Packet) {
+// ack handles PUBACK, PUBREC and PUBCOMP from the client. It is called from
+// OnPacketRead, before mochi processes the packet, and returns the packet
+// mochi should process instead.
+//
+// mochi raises the client's send quota when it completes a PUBACK or
+// PUBCOMP, and a delivery routed by another goroutine in that instant would
+// be written by mochi directly, overtaking older pending messages. So a
+// completion the engine owns is finished here: the entry leaves mochi's
+// in-flight map now, and mochi gets a PUBACK for an id it no longer holds,
+// which it ignores without touching the quota.
+func (s *session) ack(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cl != cl {
-		return
+		return pk
 	}
 	e := s.outstanding[pk.PacketID]
 	if e == nil {
-		return
+		return pk
 	}
 	switch pk.FixedHeader.Type {
 	case packets.Puback:
 		if e.state != stSent || e.pk.FixedHeader.Qos != 1 {
-			return
+			return pk
 		}
-		s.finish(e)
 	case packets.Pubrec:
 		if e.state != stSent || e.pk.FixedHeader.Qos != 2 {
-			return
+			return pk
 		}
-		if pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
-			s.finish(e) // the receiver refused it [MQTT-4.3.3-4]
-		} else {
+		if pk.ReasonCode < packets.ErrUnspecifiedError.Code {
 			e.state = stPubrel
-			s.save(e, qPubrel)
-			return // the window stays taken until PUBCOMP
+			if b := s.save(e, qPubrel); b != nil {
+				// mochi sends PUBREL when this returns. The receiver then
+				// forgets the packet id, so after a crash the broker must
+				// resend PUBREL, not the PUBLISH: the state is stored first.
+				s.mu.Unlock()
+				err := b.Wait()
+				s.mu.Lock()
+				if err != nil {
+					s.h.Log.Error("session state not stored", "client", s.id, "error", err)
+				}
+			}
+			return pk // the window stays taken until PUBCOMP
 		}
+		// The receiver refused it [MQTT-4.3.3-4]: mochi drops it (no quota change).
+		s.finish(e)
+		s.kickLocked()
+		return pk
 	case packets.Pubcomp:
 		if e.state != stPubrel {
-			return
+			return pk
 		}
-		s.finish(e)
 	default:
-		return
+		return pk
 	}
+	if pk.FixedHeader.Type == packets.Pubcomp {
+		cl.State.Inflight.IncreaseReceiveQuota() // mochi took it when it sent PUBREL
+	}
+	if cl.State.Inflight.Delete(pk.PacketID) {
+		atomic.AddInt64(&s.h.server.Info.Inflight, -1)
+	}
+	s.finish(e)
 	s.kickLocked()
+	pk.FixedHeader.Type = packets.Puback
+	return pk
 }
 
 // dropAll forgets the session's messages; records are deleted when the
