@@ -65,6 +65,7 @@ func TestCLI(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, 2, []string{`unknown command "frobnicate"`}},
 		{"serve help", []string{"serve", "--help"}, 0, []string{"-data-dir", "-fsync", "-check-config"}},
 		{"check good", []string{"serve", "--check-config", good}, 0, []string{"is valid"}},
+		{"check reference config", []string{"serve", "--check-config", referenceConfig(t)}, 0, []string{"is valid"}},
 		{"check unknown key", []string{"serve", "--check-config", badKey}, 2, []string{"bad-key.yaml:3: ", `unknown key "adress"`}},
 		{"check missing cert", []string{"serve", "--check-config", badTLS}, 2, []string{"listeners.mqtts.cert: file not found: /nonexistent/cert.pem"}},
 		{"check reports every error", []string{"serve", "--check-config", badMany}, 2, []string{"fsync: \"sometimes\"", "mqtt.max_packet_size", "mqtt.receive_maximum"}},
@@ -103,4 +104,18 @@ func spawnQuiet(t *testing.T, dir string) string {
 	t.Helper()
 	p := brokertest.Spawn(t, moteBin, dir)
 	return p.Addr("mqtt")
+}
+
+// referenceConfig is testdata/mote.yaml, the commented configuration the
+// README points to: it must stay valid.
+func referenceConfig(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("..", "..", "testdata", "mote.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("reference configuration: %v", err)
+	}
+	return p
 }

@@ -1,0 +1,54 @@
+# Mote's developer commands. `make test` is the one CI runs (.ci/run).
+GO      ?= go
+BIN     ?= bin/mote
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/motemq/mote/broker.Version=$(VERSION)
+
+.PHONY: all build test test-short services vet fmt bench bench-go fuzz docker clean
+
+all: build
+
+## build: a static binary at bin/mote
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mote
+
+## test: start or install what the tests need, then run every test with the race detector
+test: services
+	$(GO) vet ./...
+	$(GO) test -race -timeout 12m ./...
+
+## test-short: the tests without the services check (for a quick loop)
+test-short:
+	$(GO) test -race -timeout 12m ./...
+
+## services: make sure RabbitMQ runs on 127.0.0.1:5672
+services:
+	sh scripts/ensure-services.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+
+fmt:
+	gofmt -w .
+
+## bench: the broker's Go benchmarks, then a short `mote bench pubsub` against a fresh broker
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 2000x ./broker/ ./frame/
+	@rm -rf /tmp/mote-bench-data
+	@$(BIN) serve --data-dir /tmp/mote-bench-data --mqtt 127.0.0.1:21883 --ws '' --http '' --log-level warn & \
+	  pid=$$!; sleep 1; \
+	  $(BIN) bench pubsub --url mqtt://127.0.0.1:21883 --qos 1 --topic-mode fanout --subs 3 --duration 5s; \
+	  kill $$pid; wait $$pid; rm -rf /tmp/mote-bench-data
+
+## fuzz: each fuzz target for FUZZTIME (default 30s)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./frame/
+	$(GO) test -run '^$$' -fuzz '^FuzzValidFilter$$' -fuzztime $(FUZZTIME) ./frame/
+
+docker:
+	docker build -t mote:$(VERSION) .
+
+clean:
+	rm -rf bin
