@@ -27,7 +27,7 @@ func dial(ctx context.Context, u *url.URL, readBuf int) (net.Conn, error) {
 		}
 		return &tcpConn{TCPConn: tc, r: bufio.NewReaderSize(tc, readBuf)}, nil
 	case "ws":
-		return wsconn.Dial(ctx, u.String(), "")
+		return wsconn.Dial(ctx, u.String(), "", nil)
 	}
 	return nil, fmt.Errorf("unsupported scheme %q", u.Scheme)
 }

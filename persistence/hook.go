@@ -81,6 +81,9 @@ type Hook struct {
 	walMu sync.Mutex
 	wal   map[uint64]*walEntry
 
+	tombMu sync.Mutex
+	tombs  []tombstone // retained tombstones written since start, to delete once no older WAL record remains
+
 	replaying    atomic.Bool
 	replayOrigin map[uint64]string // written before replay starts, read-only during it
 	ticks        atomic.Uint64
@@ -735,9 +738,17 @@ func (h *Hook) deleteAfterWAL(wal uint64, op Op) {
 	h.store.Write(op)
 }
 
+// tombstone is a retained clear whose record is kept for a while.
+type tombstone struct {
+	key, value string
+	seq        uint64
+	tick       uint64 // sys tick when written
+}
+
 // OnRetainMessage stores or clears a retained message. A clear leaves a
 // tombstone with its sequence so a replay of an older message cannot bring
-// the topic back; tombstones are removed after start-up replay.
+// the topic back; tombstones are deleted once no older write-ahead record
+// remains (sweepTombstones), and all of them after start-up replay.
 func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 	seq := tagID(&pk)
 	if seq == 0 {
@@ -749,7 +760,46 @@ func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
 		rec.Packet.TopicName = pk.TopicName
 	}
 	rec.Packet.Connect = packets.ConnectParams{}
-	h.store.Write(Set(retainedKey(pk.TopicName), string(encodeRecord(nil, &rec))))
+	h.setRetained(pk.TopicName, &rec)
+}
+
+func (h *Hook) setRetained(topic string, rec *record) {
+	key, val := retainedKey(topic), string(encodeRecord(nil, rec))
+	h.store.Write(Set(key, val))
+	if rec.State == retTombstone {
+		h.tombMu.Lock()
+		h.tombs = append(h.tombs, tombstone{key: key, value: val, seq: rec.Seq, tick: h.ticks.Load()})
+		h.tombMu.Unlock()
+	}
+}
+
+// sweepTombstones deletes tombstones that no replay can need any more: at
+// least one $SYS tick old and older than every live write-ahead record. A
+// retained message set on the topic since then is kept (DelIf).
+func (h *Hook) sweepTombstones() {
+	now := h.ticks.Load()
+	h.walMu.Lock()
+	oldest := h.seq.Load() + 1 // every sequence issued so far is older
+	for id := range h.wal {
+		oldest = min(oldest, id)
+	}
+	h.walMu.Unlock()
+	h.tombMu.Lock()
+	var ops []Op
+	keep := h.tombs[:0]
+	for _, t := range h.tombs {
+		if t.tick < now && t.seq < oldest {
+			ops = append(ops, DelIf(t.key, t.value))
+			continue
+		}
+		keep = append(keep, t)
+	}
+	clear(h.tombs[len(keep):])
+	h.tombs = keep
+	h.tombMu.Unlock()
+	if len(ops) > 0 {
+		h.store.Write(ops...)
+	}
 }
 
 // retained record states.
@@ -762,7 +812,7 @@ const (
 func (h *Hook) OnRetainedExpired(topic string) {
 	rec := record{Seq: h.next(), State: retTombstone}
 	rec.Packet.TopicName = topic
-	h.store.Write(Set(retainedKey(topic), string(encodeRecord(nil, &rec))))
+	h.setRetained(topic, &rec)
 }
 
 // --- deliveries ----------------------------------------------------------------
@@ -867,8 +917,10 @@ func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// OnSysInfoTick stores the $SYS counters every ten ticks.
+// OnSysInfoTick deletes old retained tombstones and stores the $SYS
+// counters every ten ticks.
 func (h *Hook) OnSysInfoTick(info *system.Info) {
+	h.sweepTombstones()
 	if h.ticks.Add(1)%10 != 1 {
 		return
 	}

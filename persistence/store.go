@@ -53,6 +53,7 @@ type Op struct {
 	Key   string
 	Value string
 	Del   bool
+	IfEq  bool // with Del: delete only if the key still holds Value
 }
 
 // Set returns an Op that sets key to value.
@@ -60,6 +61,10 @@ func Set(key, value string) Op { return Op{Key: key, Value: value} }
 
 // Del returns an Op that deletes key.
 func Del(key string) Op { return Op{Key: key, Del: true} }
+
+// DelIf returns an Op that deletes key only if it still holds value when
+// its batch commits (a later Set of the key wins).
+func DelIf(key, value string) Op { return Op{Key: key, Value: value, Del: true, IfEq: true} }
 
 // Batch is a group of writes committed in one buntdb transaction. Batches
 // commit strictly in the order they were opened, so waiting for a batch also
@@ -174,7 +179,7 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	if fi, err := os.Stat(path); err == nil {
 		before = fi.Size()
 	}
-	db, err := buntdb.Open(path)
+	db, err := openDB(path)
 	if err != nil {
 		_ = lockf.Close()
 		if errors.Is(err, buntdb.ErrInvalid) {
@@ -216,6 +221,18 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 	go s.writer()
 	go s.maintenance()
 	return s, nil
+}
+
+// openDB is buntdb.Open, except that a panic while loading a damaged file
+// (buntdb v1.3.0 indexes a command name's first three bytes without checking
+// its length) is reported as buntdb.ErrInvalid instead of crashing.
+func openDB(path string) (db *buntdb.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", buntdb.ErrInvalid, r)
+		}
+	}()
+	return buntdb.Open(path)
 }
 
 func lockDir(dir string) (*os.File, error) {
@@ -345,6 +362,11 @@ func (s *Store) commit(ops []Op) error {
 	err := s.db.Update(func(tx *buntdb.Tx) error {
 		for _, op := range ops {
 			if op.Del {
+				if op.IfEq {
+					if cur, err := tx.Get(op.Key); err != nil || cur != op.Value {
+						continue
+					}
+				}
 				if _, err := tx.Delete(op.Key); err != nil && !errors.Is(err, buntdb.ErrNotFound) {
 					return err
 				}

@@ -2,6 +2,7 @@ package brokertest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -67,7 +68,8 @@ type Options struct {
 	Password       string
 	KeepAlive      uint16
 	Will           *paho.WillMessage
-	WS             bool // connect over WebSocket (addr is then host:port of the ws listener)
+	WS             bool        // connect over WebSocket (addr is then host:port of the ws listener)
+	TLS            *tls.Config // connect with TLS (mqtts, or wss with WS)
 	WSPath         string
 	Origin         string
 	// NoAck makes the client never acknowledge QoS 1/2 messages (v5).
@@ -85,9 +87,14 @@ type V5 struct {
 	conn    net.Conn
 }
 
-// Dial connects a network connection to addr, over WebSocket if o.WS.
+// Dial connects a network connection to addr: TCP, or TLS when o.TLS is
+// set; over WebSocket (wss with o.TLS) if o.WS.
 func Dial(ctx context.Context, addr string, o Options) (net.Conn, error) {
 	if !o.WS {
+		if o.TLS != nil {
+			d := tls.Dialer{Config: o.TLS}
+			return d.DialContext(ctx, "tcp", addr)
+		}
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", addr)
 	}
@@ -96,7 +103,10 @@ func Dial(ctx context.Context, addr string, o Options) (net.Conn, error) {
 		path = "/mqtt"
 	}
 	u := url.URL{Scheme: "ws", Host: addr, Path: path}
-	return wsconn.Dial(ctx, u.String(), o.Origin)
+	if o.TLS != nil {
+		u.Scheme = "wss"
+	}
+	return wsconn.Dial(ctx, u.String(), o.Origin, o.TLS)
 }
 
 // ConnectV5 connects an MQTT 5 client and returns it with its CONNACK; a

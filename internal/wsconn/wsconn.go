@@ -6,6 +6,7 @@ package wsconn
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -48,11 +49,13 @@ type Conn struct {
 var _ net.Conn = (*Conn)(nil)
 
 // Dial opens a WebSocket to url (ws:// or wss://) with subprotocol "mqtt"
-// [MQTT-6.0.0-3]; origin, when not empty, is sent as the Origin header.
-func Dial(ctx context.Context, url, origin string) (*Conn, error) {
+// [MQTT-6.0.0-3]; origin, when not empty, is sent as the Origin header, and
+// tlsConf (nil for defaults) configures wss://.
+func Dial(ctx context.Context, url, origin string, tlsConf *tls.Config) (*Conn, error) {
 	d := websocket.Dialer{
-		NetDialContext: (&net.Dialer{}).DialContext,
-		Subprotocols:   []string{"mqtt"},
+		NetDialContext:  (&net.Dialer{}).DialContext,
+		Subprotocols:    []string{"mqtt"},
+		TLSClientConfig: tlsConf,
 	}
 	var h http.Header
 	if origin != "" {

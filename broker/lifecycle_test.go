@@ -1,0 +1,285 @@
+package broker_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/motemq/mote/broker"
+	"github.com/motemq/mote/broker/brokertest"
+)
+
+// testPKI is a CA with a server certificate for 127.0.0.1 and a client
+// certificate, written as PEM files.
+type testPKI struct {
+	caFile, certFile, keyFile string
+	pool                      *x509.CertPool
+	client                    tls.Certificate
+}
+
+func newPKI(t *testing.T) testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "mote test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial),
+			Subject:      pkix.Name{CommonName: cn},
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(time.Hour),
+			KeyUsage:     x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+			IPAddresses:  ips,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der, key
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyDER := func(k *ecdsa.PrivateKey) []byte {
+		b, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	srvDER, srvKey := issue(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
+	cliDER, cliKey := issue(3, "device-7", x509.ExtKeyUsageClientAuth, nil)
+	p := testPKI{
+		caFile:   write("ca.pem", "CERTIFICATE", caDER),
+		certFile: write("server.pem", "CERTIFICATE", srvDER),
+		keyFile:  write("server-key.pem", "EC PRIVATE KEY", keyDER(srvKey)),
+		pool:     x509.NewCertPool(),
+	}
+	p.pool.AddCert(ca)
+	p.client = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
+	return p
+}
+
+// TLS listeners (mqtts and wss) with a client CA: a client with a
+// certificate the CA signed talks to a plain TCP client through the broker;
+// one without a certificate is refused in the handshake.
+func TestTLSListenersWithClientCA(t *testing.T) {
+	pki := newPKI(t)
+	files := broker.TLSFiles{Cert: pki.certFile, Key: pki.keyFile, ClientCA: pki.caFile}
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Listeners.MQTTS = broker.TCPListener{Address: "127.0.0.1:0", TLSFiles: files}
+		c.Listeners.WSS = broker.WSListener{Address: "127.0.0.1:0", Path: "/mqtt", TLSFiles: files}
+	})
+	withCert := &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}}
+	plain := brokertest.MustV5(t, b.Addr(broker.ListenerMQTT), brokertest.Options{ID: "plain", Clean: true})
+	plain.Sub(t, 1, "secure/#")
+
+	for _, tc := range []struct {
+		name string
+		addr string
+		ws   bool
+	}{
+		{"mqtts", b.Addr(broker.ListenerMQTTS), false},
+		{"wss", b.Addr(broker.ListenerWSS), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := brokertest.MustV5(t, tc.addr, brokertest.Options{ID: "tls-" + tc.name, Clean: true, WS: tc.ws, TLS: withCert})
+			c.Sub(t, 1, "back/"+tc.name)
+			c.MustPub(t, "secure/"+tc.name, []byte("over "+tc.name), 1, false)
+			if m := plain.Next(t, wait); m.Topic != "secure/"+tc.name || string(m.Payload) != "over "+tc.name {
+				t.Fatalf("plain client got %q %q", m.Topic, m.Payload)
+			}
+			plain.MustPub(t, "back/"+tc.name, []byte("reply"), 1, false)
+			if m := c.Next(t, wait); string(m.Payload) != "reply" {
+				t.Fatalf("TLS client got %q", m.Payload)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			noCert := &tls.Config{RootCAs: pki.pool}
+			c2, err := brokertest.ConnectV5(ctx, tc.addr, brokertest.Options{ID: "nocert-" + tc.name, Clean: true, WS: tc.ws, TLS: noCert})
+			if err == nil {
+				c2.Close()
+				t.Fatal("a client without a certificate connected to a listener with a client CA")
+			}
+		})
+	}
+}
+
+// A session that expires is deleted from the store with everything it held.
+func TestExpiredSessionDeletedFromStore(t *testing.T) {
+	b := brokertest.Start(t)
+	addr := b.Addr(broker.ListenerMQTT)
+	sub := brokertest.MustV5(t, addr, brokertest.Options{ID: "short-lived", SessionExpiry: 1})
+	sub.Sub(t, 1, "expiry/#")
+	sub.Close()
+	pub := brokertest.MustV5(t, addr, brokertest.Options{ID: "pub", Clean: true})
+	pub.MustPub(t, "expiry/a", []byte("queued for a session about to expire"), 1, false)
+
+	prefixes := []string{"c\x00short-lived", "s\x00short-lived\x00", "q\x00short-lived\x00"}
+	count := func() int {
+		n := 0
+		for _, p := range prefixes {
+			if err := b.Store().Scan(p, func(string, string) bool { n++; return true }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return n
+	}
+	if n := count(); n < 3 {
+		t.Fatalf("%d records for the offline session, want its session, subscription and queued message", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for count() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d records of an expired session still in the store", count())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Clean sessions come and go without leaving anything in the store.
+func TestCleanSessionChurnLeavesNothing(t *testing.T) {
+	b := brokertest.Start(t)
+	addr := b.Addr(broker.ListenerMQTT)
+	before := b.Store().Stats().Keys
+	for i := range 100 {
+		c := brokertest.MustV5(t, addr, brokertest.Options{ID: fmt.Sprintf("churn-%d", i), Clean: true})
+		c.Sub(t, 1, fmt.Sprintf("churn/%d/#", i))
+		c.MustPub(t, fmt.Sprintf("churn/%d/x", i), []byte("x"), 1, false)
+		c.Next(t, wait)
+		c.Close()
+	}
+	if err := b.Store().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		after := b.Store().Stats().Keys
+		if after <= before+1 { // +1: the $SYS record may appear meanwhile
+			break
+		}
+		if time.Now().After(deadline) {
+			var keys []string
+			_ = b.Store().Scan("", func(k, _ string) bool { keys = append(keys, fmt.Sprintf("%q", k)); return len(keys) < 10 })
+			t.Fatalf("store grew from %d to %d keys after 100 clean sessions; first: %s", before, after, strings.Join(keys, " "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A retained message with a Message Expiry Interval is deleted from the
+// store when it expires, and is not delivered afterwards.
+func TestRetainedExpiryDeletesRecord(t *testing.T) {
+	// The clear's tombstone goes at the $SYS tick after the next.
+	b := brokertest.Start(t, func(c *broker.Config) { c.MQTT.SysInterval = broker.Duration(time.Second) })
+	addr := b.Addr(broker.ListenerMQTT)
+	pub := brokertest.MustV5(t, addr, brokertest.Options{ID: "pub", Clean: true})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	exp := uint32(1)
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "ret/short", QoS: 1, Retain: true, Payload: []byte("soon gone"),
+		Properties: &paho.PublishProperties{MessageExpiry: &exp}}); err != nil {
+		t.Fatal(err)
+	}
+	pub.MustPub(t, "ret/long", []byte("stays"), 1, true)
+	pub.MustPub(t, "ret/cleared", []byte("cleared next"), 1, true)
+	pub.MustPub(t, "ret/cleared", nil, 1, true)
+	has := func(topic string) bool {
+		_, ok, err := b.Store().Get("r\x00" + topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !has("ret/short") || !has("ret/long") {
+		t.Fatal("retained messages not stored")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for has("ret/short") || has("ret/cleared") {
+		if time.Now().After(deadline) {
+			t.Fatalf("expired (%v) or cleared (%v) retained message still in the store", has("ret/short"), has("ret/cleared"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sub := brokertest.MustV5(t, addr, brokertest.Options{ID: "sub", Clean: true})
+	sub.Sub(t, 1, "ret/#")
+	if m := sub.Next(t, wait); m.Topic != "ret/long" {
+		t.Fatalf("got retained %q, want ret/long", m.Topic)
+	}
+	if m, ok := sub.Try(300 * time.Millisecond); ok {
+		t.Fatalf("expired retained message %q delivered", m.Topic)
+	}
+}
+
+// An offline persistent session keeps max_queued_messages; the rest are
+// dropped, counted and reported as an event, and what was kept arrives in
+// order on reconnect.
+func TestQueueOverflowBounded(t *testing.T) {
+	const limit = 40
+	b := brokertest.Start(t, func(c *broker.Config) { c.MQTT.MaxQueuedMessages = limit })
+	addr := b.Addr(broker.ListenerMQTT)
+	o := brokertest.Options{ID: "slowpoke", SessionExpiry: 600}
+	sub := brokertest.MustV5(t, addr, o)
+	sub.Sub(t, 1, "flood/#")
+	sub.Close()
+	pub := brokertest.MustV5(t, addr, brokertest.Options{ID: "pub", Clean: true})
+	const sent = 100
+	for i := range sent {
+		pub.MustPub(t, "flood/x", fmt.Appendf(nil, "%03d", i), 1, false)
+	}
+	dropped := b.Persistence().Counters.QueueOverflow.Load()
+	if dropped < sent-limit-1 || dropped > sent-limit {
+		t.Fatalf("dropped %d of %d with a limit of %d", dropped, sent, limit)
+	}
+	sub = brokertest.MustV5(t, addr, o)
+	kept := sent - int(dropped)
+	for i := range kept {
+		if m := sub.Next(t, wait); string(m.Payload) != fmt.Sprintf("%03d", i) {
+			t.Fatalf("message %d: got %q", i, m.Payload)
+		}
+	}
+	if m, ok := sub.Try(300 * time.Millisecond); ok {
+		t.Fatalf("more than the queue kept: %q", m.Payload)
+	}
+}
