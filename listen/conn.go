@@ -16,10 +16,12 @@ import (
 // Conn wraps a client's network connection for mochi:
 //
 //   - Reads: the byte stream is cut into whole MQTT packets and each is
-//     checked by a frame.Checker before mochi sees any of it. A refused
-//     packet gets the spec's reply (CONNACK or DISCONNECT with a reason
-//     code), the packets before it are still delivered, then Read fails and
-//     mochi closes the client. mochi's decoder never sees a malformed packet
+//     checked by a frame.Checker before mochi sees any of it. The packets
+//     before a refused one are still delivered (and answered); then the
+//     refused packet gets the spec's reply (CONNACK or DISCONNECT with a
+//     reason code), nothing is written after it, Read fails and mochi
+//     closes the client. Before CONNECT, a first byte that is not CONNECT's
+//     is refused at once. mochi's decoder never sees a malformed packet
 //     (it panics on some: upstream #501).
 //   - Writes: every write has a deadline; a client that does not read is
 //     disconnected instead of blocking publishers (mochi holds the client's
@@ -44,6 +46,7 @@ type Conn struct {
 	rpos  int
 	ready int
 	rerr  error
+	reply []byte // for rerr: sent when rerr reaches mochi, after the packets before it
 
 	// write side
 	wmu    sync.Mutex
@@ -134,7 +137,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if c.rerr != nil {
-			return 0, c.rerr
+			return 0, c.fail()
 		}
 		if len(c.buf) == 0 {
 			// Nothing kept back: read straight into mochi's buffer.
@@ -152,7 +155,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 					return k, nil
 				}
 				if cerr != nil {
-					return 0, cerr
+					return 0, c.fail()
 				}
 				continue
 			}
@@ -190,6 +193,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) scan(b []byte) (int, error) {
 	off := 0
 	for off < len(b) {
+		if c.chk.Version() == 0 && b[off]>>4 != 1 {
+			// Not a CONNECT: no need to wait for (and buffer) the rest.
+			err := &frame.Error{Code: frame.CodeProtocolError, Type: b[off] >> 4, Reason: "first packet must be CONNECT"}
+			c.refuse(err)
+			return off, err
+		}
 		total, complete, err := frame.Header(b[off:], c.maxSize)
 		if err == nil && (!complete || total > len(b)-off) {
 			return off, nil
@@ -206,19 +215,40 @@ func (c *Conn) scan(b []byte) (int, error) {
 	return off, nil
 }
 
-// refuse sends the reply the spec asks for and counts the refusal.
+// refuse counts and logs a refusal and keeps the reply the spec asks for;
+// fail sends it once mochi has read the packets before the refused one
+// (and so answered them: CONNACK comes before a DISCONNECT, a PUBACK
+// never after one).
 func (c *Conn) refuse(err error) {
 	var fe *frame.Error
 	if errors.As(err, &fe) {
 		c.stats.Refused[fe.Code].Add(1)
 	}
 	c.log.Info("refused packet", "remote", c.RemoteAddr().String(), "error", err)
-	if reply := c.chk.Reply(err); len(reply) > 0 {
+	c.reply = c.chk.Reply(err)
+}
+
+// fail sends the refusal's reply, if any, and returns the read error.
+// Nothing is written after the reply [MQTT-3.14.4-1].
+func (c *Conn) fail() error {
+	if reply := c.reply; reply != nil {
+		c.reply = nil
 		c.wmu.Lock()
-		_, _ = c.writeLocked(reply)
+		if c.werr == nil {
+			if c.flushLocked() == nil {
+				_, _ = c.writeLocked(reply)
+			}
+			if c.werr == nil {
+				c.werr = errRefused
+			}
+		}
 		c.wmu.Unlock()
 	}
+	return c.rerr
 }
+
+// errRefused fails writes after the reply to a refused packet.
+var errRefused = errors.New("listen: connection closing after a refused packet")
 
 func (c *Conn) grow(n int) {
 	if cap(c.buf)-len(c.buf) >= n {
@@ -266,6 +296,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 }
 
 func (c *Conn) writeLocked(b []byte) (int, error) {
+	if c.werr != nil {
+		return 0, c.werr
+	}
 	if c.writeTimeout > 0 {
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 	}
