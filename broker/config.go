@@ -422,7 +422,7 @@ func (c *Config) Validate() error {
 	if m.SysInterval < Duration(time.Second) {
 		bad("mqtt.sys_interval", "%v: want at least 1s", time.Duration(m.SysInterval))
 	}
-	if c.Persistence.ShrinkRatio != 0 && c.Persistence.ShrinkRatio <= 1 {
+	if c.Persistence.ShrinkRatio != 0 && !(c.Persistence.ShrinkRatio > 1) { // !(>) also refuses NaN
 		bad("persistence.shrink_ratio", "%v: want more than 1 (compact when the file is this many times its compacted size)", c.Persistence.ShrinkRatio)
 	}
 	if c.Persistence.ShrinkInterval < 0 {
@@ -512,6 +512,9 @@ func ParseSize(s string) (Size, error) {
 	}[unit]
 	if mult == 0 {
 		return 0, fmt.Errorf("%q: unknown unit %q (use B, KiB, MiB, GiB, KB, MB, GB)", s, unit)
+	}
+	if f*mult >= math.MaxInt64 {
+		return 0, fmt.Errorf("%q is too large", s)
 	}
 	return Size(f * mult), nil
 }

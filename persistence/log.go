@@ -132,8 +132,11 @@ func (l *Log) Get(id uint64) ([]byte, error) {
 // Lease marks up to n of the oldest ready records as leased and returns them
 // in id order.
 func (l *Log) Lease(n int) ([]Entry, error) {
+	if n <= 0 {
+		return nil, nil
+	}
 	l.mu.Lock()
-	ids := make([]uint64, 0, n)
+	ids := make([]uint64, 0, min(n, len(l.live)))
 	for len(ids) < n {
 		id, ok := l.popReady()
 		if !ok {
@@ -144,12 +147,16 @@ func (l *Log) Lease(n int) ([]Entry, error) {
 	}
 	l.mu.Unlock()
 	out := make([]Entry, 0, len(ids))
-	for _, id := range ids {
+	for i, id := range ids {
 		v, err := l.Get(id)
 		if errors.Is(err, ErrUnknownEntry) {
-			continue // acked concurrently
+			// Acked concurrently, or appended but not committed yet: give
+			// the lease back (a no-op for an acked record).
+			l.Release(id)
+			continue
 		}
 		if err != nil {
+			l.Release(ids[i:]...)
 			return out, err
 		}
 		out = append(out, Entry{ID: id, Value: v})

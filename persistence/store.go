@@ -74,6 +74,7 @@ type Batch struct {
 	done       chan struct{}
 	err        error
 	afterwards []func(error)
+	handed     bool // returned by Write or WriteAfter: commit it even with no ops, so Wait returns
 }
 
 // Wait blocks until the batch is committed (and, with FsyncAlways, synced)
@@ -273,6 +274,7 @@ func (s *Store) Write(ops ...Op) *Batch {
 	}
 	b := s.cur
 	b.ops = append(b.ops, ops...)
+	b.handed = true
 	s.mu.Unlock()
 	s.signal()
 	return b
@@ -291,6 +293,7 @@ func (s *Store) WriteAfter(ops ...Op) *Batch {
 	}
 	b := s.next
 	b.ops = append(b.ops, ops...)
+	b.handed = true
 	s.mu.Unlock()
 	s.signal()
 	return b
@@ -339,7 +342,7 @@ func (s *Store) writer() {
 func (s *Store) commitOne() bool {
 	s.mu.Lock()
 	b := s.cur
-	if len(b.ops) == 0 && len(s.next.ops) == 0 && len(b.afterwards) == 0 {
+	if len(b.ops) == 0 && !b.handed && len(s.next.ops) == 0 && !s.next.handed && len(b.afterwards) == 0 {
 		s.mu.Unlock()
 		return false
 	}
