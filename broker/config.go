@@ -271,7 +271,12 @@ func (c *Config) decode(name string, data []byte) error {
 		}
 		return errors.Join(errs...)
 	}
-	return fmt.Errorf("config: %s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	if n, rest, ok := strings.Cut(msg, ": "); ok && strings.HasPrefix(n, "line ") {
+		// Our own UnmarshalYAML errors ("line N: ...") read like yaml's.
+		return fmt.Errorf("config: %s:%s: %s", name, strings.TrimPrefix(n, "line "), rest)
+	}
+	return fmt.Errorf("config: %s: %s", name, msg)
 }
 
 // rewordYAML turns yaml.v3's messages into "line N: what to fix".
