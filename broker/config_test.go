@@ -248,10 +248,10 @@ func TestYAMLErrorsNameTheLine(t *testing.T) {
 		{"unknown nested key", "mqtt:\n  max_inflight: 5\n  max_inflite: 6\n", []string{"u.yaml:3: unknown key \"max_inflite\""}},
 		{"unknown listener key", "listeners:\n  mqtt:\n    adress: :1\n", []string{"u.yaml:3: unknown key \"adress\""}},
 		{"wrong type", "mqtt:\n  max_inflight: lots\n", []string{"u.yaml:2:", "lots"}},
-		{"bad size", "mqtt:\n  max_packet_size: 1XB\n", []string{"u.yaml", "line 2:", "unknown unit", "use B, KiB, MiB, GiB, KB, MB, GB"}},
-		{"bad size number", "persistence:\n  shrink_min_size: lots\n", []string{"line 2:", "is not a size", "write 1048576, 512KiB, 1MiB, 2GB"}},
-		{"bad duration", "mqtt:\n  connect_timeout: 10\n", []string{"u.yaml", "line 2:", `"10" is not a duration`, "write 10s, 5m, 1h"}},
-		{"syntax", "mqtt:\n  max_inflight: [1\n", []string{"config: u.yaml:", "line"}},
+		{"bad size", "mqtt:\n  max_packet_size: 1XB\n", []string{"config: u.yaml:2: ", "unknown unit", "use B, KiB, MiB, GiB, KB, MB, GB"}},
+		{"bad size number", "persistence:\n  shrink_min_size: lots\n", []string{"config: u.yaml:2: ", "is not a size", "write 1048576, 512KiB, 1MiB, 2GB"}},
+		{"bad duration", "mqtt:\n  connect_timeout: 10\n", []string{"config: u.yaml:2: ", `"10" is not a duration`, "write 10s, 5m, 1h"}},
+		{"syntax", "mqtt:\n  max_inflight: [1\n", []string{"config: u.yaml:1: ", "did not find"}},
 		{"not a mapping", "- a\n- b\n", []string{"config: u.yaml:1:", "cannot unmarshal"}},
 	}
 	for _, tc := range cases {
