@@ -15,9 +15,9 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/motemq/mote/auth"
 	"github.com/motemq/mote/frame"
 	"github.com/motemq/mote/guard"
 	"github.com/motemq/mote/listen"
@@ -46,6 +46,7 @@ type Broker struct {
 	store   *persistence.Store
 	persist *persistence.Hook
 	guard   *guard.Hook
+	auth    *auth.Hook
 	conns   *listen.Stats
 
 	httpLn  net.Listener
@@ -116,15 +117,24 @@ func (b *Broker) build() error {
 		MaxKeepalive:  uint16(cfg.MQTT.MaxKeepalive.Std() / time.Second),
 		MaxPacketSize: uint32(cfg.MQTT.MaxPacketSize),
 	})
+	ac, err := cfg.authConfig()
+	if err != nil {
+		return err
+	}
+	b.auth, err = auth.New(ac, b.server, b.log.With("hook", "auth"))
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	b.persist = persistence.NewHook(b.store, b.server, persistence.Options{
 		MaxInflight: cfg.MQTT.MaxInflight,
 		MaxQueued:   cfg.MQTT.MaxQueuedMessages,
 		OnEvent:     b.onEvent,
+		CanDeliver:  b.auth.CanDeliver,
 	})
 	// Order matters for OnPublish: features first, the barrier (which waits
 	// for the durability point) last.
 	for _, h := range []mqtt.Hook{
-		new(auth.AllowHook), // replaced by the auth package
+		b.auth, // first: a refused client or publish reaches no other hook
 		b.guard,
 		b.persist,
 		persistence.NewBarrier(b.persist),
@@ -236,6 +246,13 @@ func (b *Broker) Persistence() *persistence.Hook { return b.persist }
 
 // ConnStats are the listeners' connection counters.
 func (b *Broker) ConnStats() *listen.Stats { return b.conns }
+
+// Auth is the authentication and authorisation hook.
+func (b *Broker) Auth() *auth.Hook { return b.auth }
+
+// Reload reads the users and ACL files again (SIGHUP). On error the
+// previous ones stay in force.
+func (b *Broker) Reload() error { return b.auth.Reload() }
 
 // Restored says what the store held at start-up.
 func (b *Broker) Restored() persistence.RestoreStats { return b.restored }

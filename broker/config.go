@@ -31,6 +31,8 @@ type Config struct {
 	Listeners   Listeners         `yaml:"listeners"`
 	MQTT        MQTTConfig        `yaml:"mqtt"`
 	Persistence StoreConfig       `yaml:"persistence"`
+	Auth        AuthConfig        `yaml:"auth"`
+	Limits      LimitsConfig      `yaml:"limits"`
 
 	file string // where the file layer came from, for messages
 }
@@ -133,6 +135,8 @@ func Defaults() *Config {
 			WriteQueue:        256,
 			SysInterval:       Duration(10 * time.Second),
 		},
+		Auth:   AuthConfig{WatchInterval: Duration(2 * time.Second)},
+		Limits: defaultLimits(),
 		Persistence: StoreConfig{
 			ShrinkMinSize:  32 << 20,
 			ShrinkRatio:    2,
@@ -433,6 +437,7 @@ func (c *Config) Validate() error {
 	if c.Persistence.ShrinkInterval < 0 {
 		bad("persistence.shrink_interval", "must not be negative")
 	}
+	c.validateAuth(bad)
 	if len(errs) == 0 {
 		return nil
 	}

@@ -25,6 +25,10 @@ type Options struct {
 	MaxQueued int
 	// OnEvent receives notable events (queue overflow). It must not block.
 	OnEvent func(Event)
+	// CanDeliver, when set, is asked again before a resumed session's stored
+	// messages go to the new connection (its access may have changed since
+	// they were routed); refused messages are dropped and counted.
+	CanDeliver func(cl *mqtt.Client, topic string) bool
 }
 
 // Event is something an operator or a rule may want to react to.
@@ -44,6 +48,7 @@ type Counters struct {
 	Replayed        atomic.Uint64 // messages routed again at start-up
 	QueueOverflow   atomic.Uint64 // messages dropped because a session was full
 	Expired         atomic.Uint64 // queued messages dropped on expiry
+	Denied          atomic.Uint64 // stored messages a resumed session may no longer read
 	StoreErrors     atomic.Uint64 // writes refused because the store failed
 	SessionsRestore atomic.Uint64 // sessions restored at start-up
 }
@@ -358,7 +363,13 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		// Put what is in flight into the new client, original ids kept; mochi
 		// resends these after CONNACK [MQTT-4.4.0-1].
 		s.byID = map[uint16]*entry{}
+		s.resumedAt = h.next()
 		for id, e := range s.outstanding {
+			if e.state == stSent && h.opts.CanDeliver != nil && !h.opts.CanDeliver(cl, e.pk.TopicName) {
+				h.Counters.Denied.Add(1)
+				s.finish(e)
+				continue
+			}
 			p := e.pk
 			p.PacketID = id
 			if e.state == stPubrel {

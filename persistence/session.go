@@ -75,6 +75,7 @@ type session struct {
 	running     bool
 	retry       *time.Timer
 	sendAfter   *Batch          // the packets step returned may be written once this is durable
+	resumedAt   uint64          // entries older than this were stored before the current connection
 	have        map[uint64]bool // wal ids already queued here (dedupe during replay)
 	username    []byte
 	expiry      uint32
@@ -248,6 +249,11 @@ send:
 			continue
 		}
 		if expired(&e.pk, now) {
+			s.finish(e)
+			continue
+		}
+		if e.seq < s.resumedAt && s.h.opts.CanDeliver != nil && !s.h.opts.CanDeliver(s.cl, e.pk.TopicName) {
+			s.h.Counters.Denied.Add(1)
 			s.finish(e)
 			continue
 		}

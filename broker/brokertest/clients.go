@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -72,6 +73,7 @@ type Options struct {
 	TLS            *tls.Config // connect with TLS (mqtts, or wss with WS)
 	WSPath         string
 	Origin         string
+	Header         http.Header // extra WebSocket request headers (e.g. X-Forwarded-For)
 	// NoAck makes the client never acknowledge QoS 1/2 messages (v5).
 	NoAck bool
 	// Session keeps the client's MQTT session state (v5) across
@@ -106,7 +108,14 @@ func Dial(ctx context.Context, addr string, o Options) (net.Conn, error) {
 	if o.TLS != nil {
 		u.Scheme = "wss"
 	}
-	return wsconn.Dial(ctx, u.String(), o.Origin, o.TLS)
+	h := o.Header.Clone()
+	if o.Origin != "" {
+		if h == nil {
+			h = http.Header{}
+		}
+		h.Set("Origin", o.Origin)
+	}
+	return wsconn.DialHeader(ctx, u.String(), h, o.TLS)
 }
 
 // ConnectV5 connects an MQTT 5 client and returns it with its CONNACK; a

@@ -30,6 +30,8 @@ Usage:
   mote serve --check-config FILE
                               validate a configuration file and exit
   mote bench SCENARIO [flags] load-test a broker (pubsub, latency, conns, queue)
+  mote passwd [--password-stdin | --delete] FILE USER
+                              set (prompting) or delete a user's bcrypt password in a password file
   mote version                print the version
 `
 
@@ -62,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+	case "passwd":
+		return passwd(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "mote %s\n", broker.Version)
 		return 0
@@ -147,6 +151,23 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads the users and ACL files.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reloaded := make(chan struct{})
+	go func() {
+		defer close(reloaded)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading users and ACL")
+				_ = b.Reload() // logs its own outcome
+			}
+		}
+	}()
+	defer func() { signal.Stop(hup); stop(); <-reloaded }()
 	if err := b.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, "mote:", err)
 		return 1

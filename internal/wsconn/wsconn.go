@@ -52,14 +52,19 @@ var _ net.Conn = (*Conn)(nil)
 // [MQTT-6.0.0-3]; origin, when not empty, is sent as the Origin header, and
 // tlsConf (nil for defaults) configures wss://.
 func Dial(ctx context.Context, url, origin string, tlsConf *tls.Config) (*Conn, error) {
+	var h http.Header
+	if origin != "" {
+		h = http.Header{"Origin": {origin}}
+	}
+	return DialHeader(ctx, url, h, tlsConf)
+}
+
+// DialHeader is Dial with any request headers.
+func DialHeader(ctx context.Context, url string, h http.Header, tlsConf *tls.Config) (*Conn, error) {
 	d := websocket.Dialer{
 		NetDialContext:  (&net.Dialer{}).DialContext,
 		Subprotocols:    []string{"mqtt"},
 		TLSClientConfig: tlsConf,
-	}
-	var h http.Header
-	if origin != "" {
-		h = http.Header{"Origin": {origin}}
 	}
 	ws, resp, err := d.DialContext(ctx, url, h)
 	if resp != nil && resp.Body != nil {
