@@ -12,12 +12,14 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
 	"golang.org/x/time/rate"
 )
 
@@ -168,6 +170,7 @@ func (h *Hook) Provides(b byte) bool {
 		mqtt.OnSubscribe,
 		mqtt.OnPacketEncode,
 		mqtt.OnPublish,
+		mqtt.OnSysInfoTick,
 	}, []byte{b})
 }
 
@@ -677,6 +680,33 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		})
 	}
 	return pk, packets.ErrRejectPacket // dropped
+}
+
+// OnSysInfoTick publishes the counters under $SYS/broker/auth/ (QoS 0, not
+// retained), beside mochi's own $SYS topics.
+func (h *Hook) OnSysInfoTick(*system.Info) {
+	c := &h.Counters
+	for _, v := range []struct {
+		name string
+		n    *atomic.Uint64
+	}{
+		{"refused/bad_credentials", &c.BadCredentials},
+		{"refused/not_authorized", &c.NotAuthorized},
+		{"refused/client_id", &c.ClientIDRefused},
+		{"refused/connect_rate", &c.ConnectRate},
+		{"refused/login_throttled", &c.LoginThrottled},
+		{"refused/user_connections", &c.UserConnections},
+		{"denied/publish", &c.PublishDenied},
+		{"denied/subscribe", &c.SubscribeDenied},
+		{"denied/delivery", &c.DeliveryDenied},
+		{"limited/publish_rate", &c.PublishRate},
+		{"limited/subscriptions", &c.SubscriptionQuota},
+		{"token_expired", &c.TokenExpired},
+		{"reloads", &c.Reloads},
+		{"reload_errors", &c.ReloadErrors},
+	} {
+		_ = h.server.Publish("$SYS/broker/auth/"+v.name, strconv.AppendUint(nil, v.n.Load(), 10), false, 0)
+	}
 }
 
 // rolesOf returns the roles of a user in the file (nil when unknown).
