@@ -26,8 +26,13 @@ import (
 //
 // QoS 1 publishers keep up to benchInflight PUBLISHes outstanding (paho
 // blocks Publish beyond the broker's Receive Maximum), so the store's group
-// commit has something to batch; QoS0Sync/QoS1Sync publish one message at a
-// time (the latency-bound case, one fsync per message under fsync=always).
+// commit has something to batch; QoS1Sync publishes one message at a time
+// (the latency-bound case). The store only has work when the subscriber's
+// session outlives its connection (QoS1Persistent): with a clean-session
+// subscriber fsync=always and everysec measure about the same.
+//
+// Results depend on the machine; docs/benchmarks.md has figures and the
+// comparison with plain mochi and Mosquitto.
 
 const (
 	benchTopic    = "bench/publish"
@@ -40,7 +45,7 @@ const (
 type benchCase struct {
 	qos        byte
 	fsync      persistence.Fsync
-	persistent bool // subscriber keeps its session (SessionExpiry > 0, clean start off)
+	persistent bool // subscriber's session outlives the connection (Session Expiry 300 s)
 	inflight   int  // concurrent publishes in flight (1: publish, wait, repeat)
 	// window (QoS 0) is how many messages may be published but not yet
 	// received; 0 publishes as fast as the connection takes them.

@@ -126,10 +126,11 @@ func (b *Broker) build() error {
 		return fmt.Errorf("config: %w", err)
 	}
 	b.persist = persistence.NewHook(b.store, b.server, persistence.Options{
-		MaxInflight: cfg.MQTT.MaxInflight,
-		MaxQueued:   cfg.MQTT.MaxQueuedMessages,
-		OnEvent:     b.onEvent,
-		CanDeliver:  b.auth.CanDeliver,
+		MaxInflight:  cfg.MQTT.MaxInflight,
+		MaxQueued:    cfg.MQTT.MaxQueuedMessages,
+		OnEvent:      b.onEvent,
+		CanDeliver:   b.auth.CanDeliver,
+		Backpressure: cfg.MQTT.Backpressure.Std(),
 	})
 	// Order matters for OnPublish: features first, the barrier (which waits
 	// for the durability point) last.

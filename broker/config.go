@@ -88,6 +88,7 @@ type MQTTConfig struct {
 	ReceiveMaximum    int      `yaml:"receive_maximum"`
 	MaxInflight       int      `yaml:"max_inflight"`
 	MaxQueuedMessages int      `yaml:"max_queued_messages"`
+	Backpressure      Duration `yaml:"backpressure"`
 	TopicAliasMaximum int      `yaml:"topic_alias_maximum"`
 	MaxSessionExpiry  Duration `yaml:"max_session_expiry"`
 	MaxMessageExpiry  Duration `yaml:"max_message_expiry"`
@@ -127,12 +128,13 @@ func Defaults() *Config {
 			ReceiveMaximum:    1024,
 			MaxInflight:       64,
 			MaxQueuedMessages: 10000,
+			Backpressure:      Duration(5 * time.Second),
 			TopicAliasMaximum: 64,
 			MaxSessionExpiry:  Duration(7 * 24 * time.Hour),
 			MaxUserProperties: 64,
 			MaxTopicLength:    16384,
 			MaxTopicLevels:    128,
-			WriteQueue:        256,
+			WriteQueue:        1024,
 			SysInterval:       Duration(10 * time.Second),
 		},
 		Auth:   AuthConfig{WatchInterval: Duration(2 * time.Second)},
@@ -433,6 +435,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Persistence.ShrinkRatio != 0 && !(c.Persistence.ShrinkRatio > 1) { // !(>) also refuses NaN
 		bad("persistence.shrink_ratio", "%v: want more than 1 (compact when the file is this many times its compacted size)", c.Persistence.ShrinkRatio)
+	}
+	if m.Backpressure < 0 {
+		bad("mqtt.backpressure", "must not be negative (0 turns it off)")
 	}
 	if c.Persistence.ShrinkInterval < 0 {
 		bad("persistence.shrink_interval", "must not be negative")

@@ -292,3 +292,53 @@ func TestQueueOverflowBounded(t *testing.T) {
 		t.Fatalf("more than the queue kept: %q", m.Payload)
 	}
 }
+
+// A publisher faster than a connected subscriber is held back instead of
+// overflowing the subscriber's queue: with a queue limit of 100, 400
+// acknowledged messages all arrive, in order, and nothing is dropped.
+func TestBackpressureInsteadOfOverflow(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.MQTT.MaxQueuedMessages = 100 // holds publishers at 50
+		c.MQTT.Backpressure = broker.Duration(20 * time.Second)
+	})
+	addr := b.Addr(broker.ListenerMQTT)
+	slow := brokertest.MustV5(t, addr, brokertest.Options{ID: "slow", Clean: true, ReceiveMaximum: 10, NoAck: true})
+	slow.Sub(t, 1, "bp/#")
+	pub := brokertest.MustV5(t, addr, brokertest.Options{ID: "fast", Clean: true})
+	const n = 400
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, err := pub.Pub(ctx, "bp/x", fmt.Appendf(nil, "%03d", i), 1, false)
+			cancel()
+			if err != nil {
+				t.Errorf("publish %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	// The subscriber reads slowly: the publisher must be held, not dropped.
+	for i := range n {
+		m := slow.Next(t, 30*time.Second)
+		if want := fmt.Sprintf("%03d", i); string(m.Payload) != want {
+			t.Fatalf("message %d: got %q", i, m.Payload)
+		}
+		if i%50 == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := slow.Ack(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-done
+	c := &b.Persistence().Counters
+	if c.QueueOverflow.Load() != 0 {
+		t.Fatalf("%d messages dropped although the publisher could be held", c.QueueOverflow.Load())
+	}
+	if c.Held.Load() == 0 {
+		t.Fatal("the publisher was never held")
+	}
+	t.Logf("publisher held %d times (%d released by the time limit)", c.Held.Load(), c.HeldTimeouts.Load())
+}

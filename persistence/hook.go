@@ -29,6 +29,13 @@ type Options struct {
 	// messages go to the new connection (its access may have changed since
 	// they were routed); refused messages are dropped and counted.
 	CanDeliver func(cl *mqtt.Client, topic string) bool
+	// Backpressure is how long a QoS 1/2 publisher is held when a connected
+	// subscriber it feeds has 512 messages (at most half of MaxQueued)
+	// waiting: its next publish is acknowledged only once that queue has
+	// drained by half (or after this long, whichever comes first). Holding the publisher slows it to
+	// the subscriber's pace instead of letting the queue overflow and drop
+	// messages that were acknowledged. 0 turns it off.
+	Backpressure time.Duration
 }
 
 // Event is something an operator or a rule may want to react to.
@@ -49,6 +56,8 @@ type Counters struct {
 	QueueOverflow   atomic.Uint64 // messages dropped because a session was full
 	Expired         atomic.Uint64 // queued messages dropped on expiry
 	Denied          atomic.Uint64 // stored messages a resumed session may no longer read
+	Held            atomic.Uint64 // publishes held back for a congested subscriber
+	HeldTimeouts    atomic.Uint64 // ...released by the time limit, not by the drain
 	StoreErrors     atomic.Uint64 // writes refused because the store failed
 	SessionsRestore atomic.Uint64 // sessions restored at start-up
 }
@@ -85,6 +94,11 @@ type Hook struct {
 
 	walMu sync.Mutex
 	wal   map[uint64]*walEntry
+
+	// congested maps a publisher's client id to a connected session its
+	// messages went to whose queue passed the high mark (see Backpressure).
+	congestMu sync.Mutex
+	congested map[string]*session
 
 	tombMu sync.Mutex
 	tombs  []tombstone // retained tombstones written since start, to delete once no older WAL record remains
@@ -426,6 +440,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	s.connected = true
+	s.lastDone = time.Now() // the stall clock starts with the connection
 	s.window = h.windowOf(cl)
 	if s.persistent {
 		h.saveSession(s, 0)
@@ -451,6 +466,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		return
 	}
 	s.connected = false
+	s.release() // an offline session no longer holds publishers back
 	if expire {
 		s.dropAll()
 		h.setPersistent(s, false)
@@ -868,8 +884,72 @@ func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, rese
 	default:
 		s.save(e, qNew)
 	}
+	if h.opts.Backpressure > 0 && s.connected && pk.Origin != "" && s.queued() >= h.highMark() && !s.stalled(time.Now()) {
+		h.congest(pk.Origin, s)
+	}
 	s.kickLocked()
 }
+
+// highMark is the queue length that holds publishers back: enough to keep
+// a subscriber's window full many times over, far below the overflow.
+func (h *Hook) highMark() int { return max(min(h.opts.MaxQueued/2, 512), 1) }
+func (h *Hook) lowMark() int  { return h.highMark() / 2 }
+
+// congest remembers that publisher fed s past the high mark. s.mu is held.
+func (h *Hook) congest(publisher string, s *session) {
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+	}
+	h.congestMu.Lock()
+	if h.congested == nil {
+		h.congested = map[string]*session{}
+	}
+	h.congested[publisher] = s
+	h.congestMu.Unlock()
+}
+
+// hold waits, for at most Backpressure, until the session publisher last
+// congested has drained (or disconnected).
+func (h *Hook) hold(publisher string) {
+	h.congestMu.Lock()
+	s := h.congested[publisher]
+	delete(h.congested, publisher)
+	h.congestMu.Unlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	ch := s.drained
+	s.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	h.Counters.Held.Add(1)
+	deadline := time.Now().Add(h.opts.Backpressure)
+	tick := time.NewTicker(stallCheck)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ch:
+			return
+		case now := <-tick.C:
+			s.mu.Lock()
+			stalled := s.stalled(now)
+			s.mu.Unlock()
+			if stalled || now.After(deadline) {
+				// A subscriber that stopped acknowledging holds nobody: it
+				// gets the overflow policy (and the write timeout) instead.
+				h.Counters.HeldTimeouts.Add(1)
+				return
+			}
+		}
+	}
+}
+
+const (
+	stallAfter = time.Second            // no acknowledgement for this long: the subscriber is stuck
+	stallCheck = 100 * time.Millisecond // how often a held publisher looks
+)
 
 // OnQosComplete deletes an inbound QoS 2 record once its PUBREL arrived.
 func (h *Hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
@@ -993,6 +1073,9 @@ func (b *Barrier) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	id := tagID(&pk)
 	if id == 0 || pk.Ignore {
 		return pk, nil
+	}
+	if b.h.opts.Backpressure > 0 {
+		b.h.hold(cl.ID)
 	}
 	b.h.walMu.Lock()
 	e := b.h.wal[id]

@@ -76,6 +76,8 @@ type session struct {
 	retry       *time.Timer
 	sendAfter   *Batch          // the packets step returned may be written once this is durable
 	resumedAt   uint64          // entries older than this were stored before the current connection
+	drained     chan struct{}   // closed when a congested queue drains to the low mark (or the session goes)
+	lastDone    time.Time       // last time a message left the queue (acknowledged, refused, expired)
 	have        map[uint64]bool // wal ids already queued here (dedupe during replay)
 	username    []byte
 	expiry      uint32
@@ -322,6 +324,10 @@ func (s *session) finish(e *entry) {
 		return
 	}
 	e.state = stDone
+	s.lastDone = time.Now()
+	if s.drained != nil && s.queued()-1 <= s.h.lowMark() {
+		s.release()
+	}
 	if e.id != 0 {
 		if s.outstanding[e.id] == e {
 			delete(s.outstanding, e.id)
@@ -402,6 +408,20 @@ func (s *session) ack(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	return pk
 }
 
+// stalled reports whether the session has messages waiting but none has
+// left its queue for stallAfter. s.mu must be held.
+func (s *session) stalled(now time.Time) bool {
+	return len(s.outstanding) > 0 && now.Sub(s.lastDone) > stallAfter
+}
+
+// release lets go of publishers held for this session. s.mu must be held.
+func (s *session) release() {
+	if s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+}
+
 // dropAll forgets the session's messages; records are deleted when the
 // session was persistent. s.mu must be held.
 func (s *session) dropAll() {
@@ -423,6 +443,7 @@ func (s *session) dropAll() {
 		}
 	}
 	s.inbound = map[uint16]uint64{}
+	s.release()
 	if s.retry != nil {
 		s.retry.Stop()
 		s.retry = nil

@@ -25,6 +25,7 @@ type Message struct {
 	Retain  bool
 	Dup     bool
 	Props   *paho.PublishProperties // MQTT 5 only
+	pk      *paho.Publish
 }
 
 // Inbox collects received messages.
@@ -130,7 +131,7 @@ func ConnectV5(ctx context.Context, addr string, o Options) (*V5, error) {
 		Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p := pr.Packet
-			c.ch <- Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Dup: p.Duplicate(), Props: p.Properties}
+			c.ch <- Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Dup: p.Duplicate(), Props: p.Properties, pk: p}
 			return true, nil
 		}},
 		EnableManualAcknowledgment: o.NoAck,
@@ -224,6 +225,10 @@ func (c *V5) MustPub(t testing.TB, topic string, payload []byte, qos byte, retai
 		t.Fatalf("brokertest: publish %q refused: 0x%02x", topic, r.ReasonCode)
 	}
 }
+
+// Ack acknowledges m (a client with Options.NoAck acknowledges nothing by
+// itself).
+func (c *V5) Ack(m Message) error { return c.Client.Ack(m.pk) }
 
 // Close disconnects cleanly (ignoring errors) and closes the connection.
 func (c *V5) Close() {
