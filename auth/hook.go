@@ -290,8 +290,27 @@ func (h *Hook) watch() {
 func (h *Hook) refuse(cl *mqtt.Client, code packets.Code, counter *atomic.Uint64, msg string, args ...any) error {
 	counter.Add(1)
 	h.Log.Info("connection refused: "+msg, append([]any{"client", cl.ID, "remote", cl.Net.Remote, "reason", code.Reason}, args...)...)
+	if cl.Properties.ProtocolVersion < 5 {
+		// MQTT 3.1.1 has return codes 1-5 only; mochi would send 0x87,
+		// 0x97 and 0x9F unchanged and 0x86 as 5 (not authorized).
+		_ = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: v3ReturnCode(code)})
+		return code
+	}
 	_ = h.server.SendConnack(cl, code, false, nil)
 	return code
+}
+
+// v3ReturnCode is the MQTT 3.1.1 CONNACK return code for a refusal.
+func v3ReturnCode(code packets.Code) byte {
+	switch code.Code {
+	case packets.ErrBadUsernameOrPassword.Code:
+		return packets.ErrMalformedUsernameOrPassword.Code // 4: bad user name or password
+	case packets.ErrClientIdentifierNotValid.Code:
+		return packets.Err3ClientIdentifierNotValid.Code // 2
+	case packets.ErrConnectionRateExceeded.Code, packets.ErrQuotaExceeded.Code:
+		return packets.Err3ServerUnavailable.Code // 3
+	}
+	return packets.Err3NotAuthorized.Code // 5
 }
 
 // OnConnect authenticates the client and applies the connection limits.
@@ -305,22 +324,27 @@ func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return h.refuse(cl, packets.ErrConnectionRateExceeded, &h.Counters.ConnectRate, "connection rate from this address exceeded (limits.connect_rate)")
 	}
 	st := h.st.Load()
-	if h.failRate != nil && h.failRate.exhausted(addr, now) && !h.knownGood(st, pk) {
+	throttled := h.failRate != nil && !h.knownGood(st, pk)
+	if throttled && !h.failRate.begin(addr) {
 		// Refused before any bcrypt, so a password-guessing flood costs
 		// little; a client whose credentials were verified before still
 		// gets in from the same address.
 		return h.refuse(cl, packets.ErrConnectionRateExceeded, &h.Counters.LoginThrottled, "too many failed logins from this address (limits.failed_logins)")
 	}
 	if h.cfg.ClientID != nil && !h.cfg.ClientID.MatchString(cl.ID) {
+		if throttled {
+			h.failRate.end(addr, false)
+		}
 		return h.refuse(cl, packets.ErrClientIdentifierNotValid, &h.Counters.ClientIDRefused, "client id does not match auth.client_id_pattern")
 	}
 	id, code, why := h.authenticate(cl, pk, st, addr, now)
+	if throttled {
+		// Spend one of the address's failures on a failure.
+		h.failRate.end(addr, code == packets.ErrBadUsernameOrPassword)
+	}
 	switch code {
 	case packets.CodeSuccess:
 	case packets.ErrBadUsernameOrPassword:
-		if h.failRate != nil {
-			h.failRate.allow(addr, now) // spend one of the address's failures
-		}
 		return h.refuse(cl, code, &h.Counters.BadCredentials, why, "username", string(pk.Connect.Username))
 	default:
 		return h.refuse(cl, code, &h.Counters.NotAuthorized, why)

@@ -43,21 +43,29 @@ type addrLimiters struct {
 	burst int
 	m     map[string]*addrLimiter
 	swept time.Time
+	ended *sync.Cond // signalled by end
 }
 
 type addrLimiter struct {
-	lim  *rate.Limiter
-	seen time.Time
+	lim     *rate.Limiter
+	seen    time.Time
+	pending int // checks begun and not ended (see begin)
 }
 
 func newAddrLimiters(r rate.Limit, burst int) *addrLimiters {
-	return &addrLimiters{every: r, burst: burst, m: map[string]*addrLimiter{}}
+	a := &addrLimiters{every: r, burst: burst, m: map[string]*addrLimiter{}}
+	a.ended = sync.NewCond(&a.mu)
+	return a
 }
 
 // get returns addr's bucket, creating it full.
 func (a *addrLimiters) get(addr string, now time.Time) *rate.Limiter {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.getLocked(addr, now).lim
+}
+
+func (a *addrLimiters) getLocked(addr string, now time.Time) *addrLimiter {
 	a.sweepLocked(now)
 	l := a.m[addr]
 	if l == nil {
@@ -65,7 +73,7 @@ func (a *addrLimiters) get(addr string, now time.Time) *rate.Limiter {
 		a.m[addr] = l
 	}
 	l.seen = now
-	return l.lim
+	return l
 }
 
 // allow takes a token for addr.
@@ -73,12 +81,43 @@ func (a *addrLimiters) allow(addr string, now time.Time) bool {
 	return a.get(addr, now).AllowN(now, 1)
 }
 
-// exhausted reports whether addr has no token left, without taking one.
-func (a *addrLimiters) exhausted(addr string, now time.Time) bool {
+// begin starts a check that may cost addr a token (a password check whose
+// failure is spent with end). It reports false when addr has no token
+// left. While the checks in progress could take every remaining token, it
+// waits for one to end, so concurrent attempts cannot get past the limit
+// while earlier ones are still being checked, and concurrent good logins
+// are delayed, not refused.
+func (a *addrLimiters) begin(addr string) bool {
 	a.mu.Lock()
-	l := a.m[addr]
-	a.mu.Unlock()
-	return l != nil && l.lim.TokensAt(now) < 1
+	defer a.mu.Unlock()
+	for {
+		now := time.Now()
+		l := a.getLocked(addr, now)
+		tokens := l.lim.TokensAt(now)
+		if tokens < 1 {
+			return false
+		}
+		if tokens-float64(l.pending) >= 1 {
+			l.pending++
+			return true
+		}
+		a.ended.Wait()
+	}
+}
+
+// end ends a check begun with begin, taking a token when it failed.
+func (a *addrLimiters) end(addr string, failed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	l := a.getLocked(addr, now)
+	if l.pending > 0 {
+		l.pending--
+	}
+	if failed {
+		l.lim.AllowN(now, 1)
+	}
+	a.ended.Broadcast()
 }
 
 // sweepLocked drops buckets that have been idle long enough to be full

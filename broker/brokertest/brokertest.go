@@ -224,5 +224,9 @@ func (p *Process) Stop(timeout time.Duration) error {
 	}
 }
 
+// Signal sends sig to the process (syscall.SIGHUP reloads the users and
+// ACL files).
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
