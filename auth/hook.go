@@ -320,7 +320,9 @@ func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	now := time.Now()
 	addr := hostOf(cl.Net.Remote)
-	if h.connRate != nil && !h.connRate.allow(addr, now) {
+	// Loopback clients are local processes (bridges, load tests, sidecars):
+	// the connect rate is for the network.
+	if h.connRate != nil && !isLoopback(addr) && !h.connRate.allow(addr, now) {
 		return h.refuse(cl, packets.ErrConnectionRateExceeded, &h.Counters.ConnectRate, "connection rate from this address exceeded (limits.connect_rate)")
 	}
 	st := h.st.Load()
@@ -519,6 +521,10 @@ func (h *Hook) anonymousAllowed(addr string) bool {
 	if h.cfg.AllowAnonymous != nil {
 		return *h.cfg.AllowAnonymous
 	}
+	return isLoopback(addr)
+}
+
+func isLoopback(addr string) bool {
 	ip, err := netip.ParseAddr(addr)
 	return err == nil && ip.Unmap().IsLoopback()
 }

@@ -1071,3 +1071,25 @@ func TestAuthLimitFailedLoginsConcurrentGoodLogins(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Connect rate per source address: a remote address over its burst gets
+// CONNACK 0x9F; loopback clients are exempt.
+func TestAuthLimitConnectRate(t *testing.T) {
+	b := brokertest.Start(t, trustLoopbackProxy, func(c *broker.Config) {
+		c.Limits.ConnectRate = 0.5 // one token every 2 s: none comes back during the test
+		c.Limits.ConnectBurst = 3
+	})
+	ws, tcp := b.Addr(broker.ListenerWS), b.Addr(broker.ListenerMQTT)
+	for i := range 3 {
+		c := must5(t, ws, brokertest.Options{ID: fmt.Sprintf("remote-%d", i), Clean: true, WS: true, Header: xff})
+		c.close()
+	}
+	refused5(t, ws, brokertest.Options{ID: "remote-over", Clean: true, WS: true, Header: xff}, 0x9F)
+	for i := range 10 {
+		c := must5(t, tcp, brokertest.Options{ID: fmt.Sprintf("local-%d", i), Clean: true})
+		c.close()
+	}
+	if n := b.Auth().Counters.ConnectRate.Load(); n != 1 {
+		t.Fatalf("ConnectRate counter %d, want 1", n)
+	}
+}
