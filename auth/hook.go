@@ -358,6 +358,9 @@ func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		// Taking over a session, connected or not, is only for the user who
 		// owns it: anyone else who knew the client id could read its queue.
 		return h.refuse(cl, packets.ErrNotAuthorized, &h.Counters.NotAuthorized, "client id belongs to a session of another user", "username", id.Username)
+	} else if ok && !old.Closed() {
+		// The spec's take-over [MQTT-3.1.4-3]: the new connection wins.
+		h.Log.Info("client id connected again: taking over its session", "client", cl.ID, "username", id.Username, "old_remote", old.Net.Remote, "new_remote", cl.Net.Remote)
 	}
 
 	c := &client{id: id}
