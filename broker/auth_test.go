@@ -134,21 +134,7 @@ func dial5(t *testing.T, addr string, o brokertest.Options) (*client5, byte) {
 		},
 		Session: o.Session,
 	})
-	cp := &paho.Connect{ClientID: o.ID, CleanStart: o.Clean, KeepAlive: 30, Properties: &paho.ConnectProperties{}}
-	if o.SessionExpiry > 0 {
-		se := o.SessionExpiry
-		cp.Properties.SessionExpiryInterval = &se
-	}
-	if o.Username != "" {
-		cp.Username, cp.UsernameFlag = o.Username, true
-	}
-	if o.Password != "" {
-		cp.Password, cp.PasswordFlag = []byte(o.Password), true
-	}
-	if o.Will != nil {
-		cp.WillMessage = o.Will
-		cp.WillProperties = &paho.WillProperties{}
-	}
+	cp := brokertest.ConnectPacket(o)
 	ca, err := c.Connect(ctx, cp)
 	if err != nil {
 		_ = conn.Close()

@@ -119,25 +119,8 @@ func Dial(ctx context.Context, addr string, o Options) (net.Conn, error) {
 	return wsconn.DialHeader(ctx, u.String(), h, o.TLS)
 }
 
-// ConnectV5 connects an MQTT 5 client and returns it with its CONNACK; a
-// refused connection returns the CONNACK and an error.
-func ConnectV5(ctx context.Context, addr string, o Options) (*V5, error) {
-	conn, err := Dial(ctx, addr, o)
-	if err != nil {
-		return nil, err
-	}
-	c := &V5{Inbox: newInbox(), conn: conn}
-	cfg := paho.ClientConfig{
-		Conn: packets.NewThreadSafeConn(conn),
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			p := pr.Packet
-			c.ch <- Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Dup: p.Duplicate(), Props: p.Properties, pk: p}
-			return true, nil
-		}},
-		EnableManualAcknowledgment: o.NoAck,
-		Session:                    o.Session,
-	}
-	c.Client = paho.NewClient(cfg)
+// ConnectPacket is the MQTT 5 CONNECT that o describes.
+func ConnectPacket(o Options) *paho.Connect {
 	cp := &paho.Connect{
 		ClientID:   o.ID,
 		CleanStart: o.Clean,
@@ -165,6 +148,29 @@ func ConnectV5(ctx context.Context, addr string, o Options) (*V5, error) {
 		cp.WillMessage = o.Will
 		cp.WillProperties = &paho.WillProperties{}
 	}
+	return cp
+}
+
+// ConnectV5 connects an MQTT 5 client and returns it with its CONNACK; a
+// refused connection returns the CONNACK and an error.
+func ConnectV5(ctx context.Context, addr string, o Options) (*V5, error) {
+	conn, err := Dial(ctx, addr, o)
+	if err != nil {
+		return nil, err
+	}
+	c := &V5{Inbox: newInbox(), conn: conn}
+	cfg := paho.ClientConfig{
+		Conn: packets.NewThreadSafeConn(conn),
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			p := pr.Packet
+			c.ch <- Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Dup: p.Duplicate(), Props: p.Properties, pk: p}
+			return true, nil
+		}},
+		EnableManualAcknowledgment: o.NoAck,
+		Session:                    o.Session,
+	}
+	c.Client = paho.NewClient(cfg)
+	cp := ConnectPacket(o)
 	ca, err := c.Connect(ctx, cp)
 	c.Connack = ca
 	if err != nil {
