@@ -22,6 +22,7 @@ import (
 	"github.com/motemq/mote/guard"
 	"github.com/motemq/mote/listen"
 	"github.com/motemq/mote/persistence"
+	"github.com/motemq/mote/queue"
 )
 
 // Version is the broker version, set at build time with
@@ -47,6 +48,7 @@ type Broker struct {
 	persist *persistence.Hook
 	guard   *guard.Hook
 	auth    *auth.Hook
+	queues  *queue.Manager
 	conns   *listen.Stats
 
 	httpLn  net.Listener
@@ -132,12 +134,14 @@ func (b *Broker) build() error {
 		CanDeliver:   b.auth.CanDeliver,
 		Backpressure: cfg.MQTT.Backpressure.Std(),
 	})
+	b.queues = queue.New(b.server, b.store, b.persist, cfg.queueSettings(), queue.Defaults(), b.log.With("hook", "queue"))
 	// Order matters for OnPublish: features first, the barrier (which waits
 	// for the durability point) last.
 	for _, h := range []mqtt.Hook{
 		b.auth, // first: a refused client or publish reaches no other hook
 		b.guard,
 		b.persist,
+		b.queues, // after persistence (its appends join the publish's durability point)
 		persistence.NewBarrier(b.persist),
 	} {
 		if err := b.server.AddHook(h, nil); err != nil {
@@ -153,6 +157,9 @@ func (b *Broker) build() error {
 		return err
 	}
 	b.restored = st
+	if err := b.queues.Restore(); err != nil {
+		return err
+	}
 	b.log.Info("store restored", "file", b.store.Path(), "fsync", string(cfg.Fsync),
 		"sessions", st.Sessions, "subscriptions", st.Subscriptions, "queued", st.Queued,
 		"retained", st.Retained, "replayed", st.Replayed, "expired_sessions", st.Expired)
@@ -247,6 +254,9 @@ func (b *Broker) Persistence() *persistence.Hook { return b.persist }
 
 // ConnStats are the listeners' connection counters.
 func (b *Broker) ConnStats() *listen.Stats { return b.conns }
+
+// Queues is the workload queue manager.
+func (b *Broker) Queues() *queue.Manager { return b.queues }
 
 // Auth is the authentication and authorisation hook.
 func (b *Broker) Auth() *auth.Hook { return b.auth }

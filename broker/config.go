@@ -33,6 +33,7 @@ type Config struct {
 	Persistence StoreConfig       `yaml:"persistence"`
 	Auth        AuthConfig        `yaml:"auth"`
 	Limits      LimitsConfig      `yaml:"limits"`
+	Queues      []QueueConfig     `yaml:"queues"`
 
 	file string // where the file layer came from, for messages
 }
@@ -443,6 +444,7 @@ func (c *Config) Validate() error {
 		bad("persistence.shrink_interval", "must not be negative")
 	}
 	c.validateAuth(bad)
+	c.validateQueues(bad)
 	if len(errs) == 0 {
 		return nil
 	}

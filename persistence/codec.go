@@ -254,3 +254,20 @@ func decodeRecord(s string) (*record, error) {
 	}
 	return r, nil
 }
+
+// EncodeMessage encodes a PUBLISH, with how many times it has been
+// delivered (at most 255 is kept), as a Log record value.
+func EncodeMessage(pk packets.Packet, deliveries int) []byte {
+	r := record{State: byte(min(deliveries, 255)), Packet: pk}
+	r.Packet.Connect = packets.ConnectParams{}
+	return encodeRecord(nil, &r)
+}
+
+// DecodeMessage reverses EncodeMessage.
+func DecodeMessage(b []byte) (packets.Packet, int, error) {
+	r, err := decodeRecord(string(b))
+	if err != nil {
+		return packets.Packet{}, 0, err
+	}
+	return r.Packet, int(r.State), nil
+}

@@ -466,7 +466,8 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		return
 	}
 	s.connected = false
-	s.release() // an offline session no longer holds publishers back
+	s.release()         // an offline session no longer holds publishers back
+	s.returnForeign(cl) // queue messages go to another consumer
 	if expire {
 		s.dropAll()
 		h.setPersistent(s, false)
@@ -996,6 +997,7 @@ func (h *Hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 	}
 	if e := s.outstanding[pk.PacketID]; e != nil {
 		h.Counters.Expired.Add(1)
+		e.outcome = Expired
 		s.finish(e)
 		s.kickLocked()
 		s.mu.Unlock()

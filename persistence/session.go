@@ -55,6 +55,11 @@ type entry struct {
 	drop  bool         // discard once mochi settles it (queue overflow, replay duplicate)
 	owner *mqtt.Client // mochi client object whose in-flight map holds id
 	pk    packets.Packet
+
+	tracker Tracker // set for messages offered by another owner (Offer); not stored here
+	settled bool
+	outcome Outcome // how it ends when finished (for tracker)
+	code    byte
 }
 
 type session struct {
@@ -251,6 +256,7 @@ send:
 			continue
 		}
 		if expired(&e.pk, now) {
+			e.outcome = Expired
 			s.finish(e)
 			continue
 		}
@@ -311,7 +317,7 @@ func (s *session) markSent(e *entry) {
 // save writes e's queue record for persistent sessions and returns the
 // batch that makes it durable (nil for other sessions).
 func (s *session) save(e *entry, st byte) *Batch {
-	if !s.persistent {
+	if !s.persistent || e.tracker != nil {
 		return nil
 	}
 	rec := record{WAL: e.wal, Seq: e.seq, State: st, PacketID: e.id, Packet: e.pk}
@@ -324,6 +330,7 @@ func (s *session) finish(e *entry) {
 		return
 	}
 	e.state = stDone
+	e.settle(e.outcome, e.code)
 	s.lastDone = time.Now()
 	if s.drained != nil && s.queued()-1 <= s.h.lowMark() {
 		s.release()
@@ -336,7 +343,7 @@ func (s *session) finish(e *entry) {
 			delete(s.byID, e.id)
 		}
 	}
-	if s.persistent {
+	if s.persistent && e.tracker == nil {
 		s.h.deleteAfterWAL(e.wal, Del(queueKey(s.id, e.seq)))
 	}
 }
@@ -366,6 +373,9 @@ func (s *session) ack(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 		if e.state != stSent || e.pk.FixedHeader.Qos != 1 {
 			return pk
 		}
+		if pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
+			e.outcome, e.code = Refused, pk.ReasonCode
+		}
 	case packets.Pubrec:
 		if e.state != stSent || e.pk.FixedHeader.Qos != 2 {
 			return pk
@@ -386,6 +396,7 @@ func (s *session) ack(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 			return pk // the window stays taken until PUBCOMP
 		}
 		// The receiver refused it [MQTT-4.3.3-4]: mochi drops it (no quota change).
+		e.outcome, e.code = Refused, pk.ReasonCode
 		s.finish(e)
 		s.kickLocked()
 		return pk
@@ -425,6 +436,12 @@ func (s *session) release() {
 // dropAll forgets the session's messages; records are deleted when the
 // session was persistent. s.mu must be held.
 func (s *session) dropAll() {
+	for _, e := range s.pending {
+		e.outcome = Returned
+	}
+	for _, e := range s.outstanding {
+		e.outcome = Returned
+	}
 	for _, e := range s.incoming {
 		s.finish(e)
 	}
