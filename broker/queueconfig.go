@@ -22,6 +22,7 @@ type QueueConfig struct {
 	Durable             *bool    `yaml:"durable"`
 	InflightPerConsumer int      `yaml:"inflight_per_consumer"`
 	QueueExpiry         Duration `yaml:"queue_expiry"`
+	VisibilityTimeout   Duration `yaml:"visibility_timeout"`
 }
 
 // settings fills the defaults in.
@@ -46,6 +47,7 @@ func (q QueueConfig) settings() queue.Settings {
 		s.Durable = *q.Durable
 	}
 	s.InflightPerConsumer = q.InflightPerConsumer
+	s.VisibilityTimeout = q.VisibilityTimeout.Std()
 	if q.QueueExpiry != 0 {
 		s.QueueExpiry = time.Duration(q.QueueExpiry)
 	}

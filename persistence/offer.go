@@ -128,3 +128,39 @@ func (s *session) returnForeign(cl *mqtt.Client) {
 // Replaying reports whether Restore is routing write-ahead records again
 // (features that stored the message themselves skip it then).
 func (h *Hook) Replaying() bool { return h.replaying.Load() }
+
+// Revoke takes back a message offered with Offer that the client still
+// holds unacknowledged (QoS 1, or QoS 2 not yet sent): its tracker is
+// settled as Returned. A late PUBACK for it is then ignored. It reports
+// whether the message was found.
+func (h *Hook) Revoke(clientID string, t Tracker) bool {
+	s := h.session(clientID)
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, e := range s.pending {
+		if e.tracker == t && e.state == stPending {
+			s.pending = append(s.pending[:i:i], s.pending[i+1:]...)
+			e.state = stDone
+			e.settle(Returned, 0)
+			return true
+		}
+	}
+	for id, e := range s.outstanding {
+		if e.tracker != t || e.pk.FixedHeader.Qos != 1 {
+			continue
+		}
+		delete(s.outstanding, id)
+		delete(s.byID, id)
+		if s.cl != nil && s.cl.State.Inflight.Delete(id) {
+			atomic.AddInt64(&h.server.Info.Inflight, -1)
+		}
+		e.state = stDone
+		e.settle(Returned, 0)
+		s.kickLocked()
+		return true
+	}
+	return false
+}

@@ -39,6 +39,10 @@ type Settings struct {
 	Durable             bool
 	InflightPerConsumer int // 0: the member's own window
 	QueueExpiry         time.Duration
+	// VisibilityTimeout, when positive, takes a QoS 1 message back from a
+	// connected member that has not acknowledged it for this long and gives
+	// it to another (0: off).
+	VisibilityTimeout time.Duration
 }
 
 // Defaults are the settings of a group no configured entry matches.
@@ -98,6 +102,9 @@ func (s Settings) Validate(key string) []error {
 	}
 	if s.InflightPerConsumer < 0 {
 		bad("inflight_per_consumer", "%d: want 0 (the consumer's receive maximum) or more", s.InflightPerConsumer)
+	}
+	if s.VisibilityTimeout < 0 {
+		bad("visibility_timeout", "must not be negative (0: off)")
 	}
 	if s.QueueExpiry < 0 {
 		bad("queue_expiry", "must not be negative")

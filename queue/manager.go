@@ -241,6 +241,7 @@ func (mg *Manager) run() {
 				mg.deleteQueue(group, q)
 				continue
 			}
+			mg.revokeStale(q, now)
 			mg.dispatch(q, now)
 		}
 		out := mg.outbox
@@ -467,6 +468,7 @@ func (mg *Manager) OnSysInfoTick(*system.Info) {
 			{"expired", s.Expired},
 			{"dropped", s.Dropped},
 			{"rejected", s.Rejected},
+			{"timed_out", s.TimedOut},
 			{"oldest_age_seconds", uint64(s.OldestAge / time.Second)},
 		} {
 			_ = mg.server.Publish(base+v.name, strconv.AppendUint(nil, v.n, 10), false, 0)

@@ -30,6 +30,7 @@ type Stats struct {
 	Expired      uint64
 	Dropped      uint64 // by drop_oldest
 	Rejected     uint64 // publishes refused by reject_new
+	TimedOut     uint64 // deliveries taken back by the visibility timeout
 	OldestAge    time.Duration
 }
 
@@ -43,8 +44,11 @@ type member struct {
 }
 
 type delivery struct {
-	m *member
-	n int // delivery number (1 = first)
+	m       *member
+	n       int       // delivery number (1 = first)
+	at      time.Time // when it was handed to m
+	t       *tracker
+	revoked bool
 }
 
 // queue is one group's queue. All fields are guarded by Manager.mu.
@@ -248,10 +252,11 @@ func (mg *Manager) dispatch(q *queue, now time.Time) {
 				continue // purged meanwhile: nothing to deliver
 			}
 		}
-		d := &delivery{m: m, n: n}
+		d := &delivery{m: m, n: n, at: now}
+		d.t = &tracker{mg: mg, q: q, id: e.ID, d: d}
 		q.inflight[e.ID] = d
 		m.inflight++
-		if !mg.persist.Offer(m.id, out, &tracker{mg: mg, q: q, id: e.ID, d: d}) {
+		if !mg.persist.Offer(m.id, out, d.t) {
 			delete(q.inflight, e.ID)
 			m.inflight--
 			m.online = false
@@ -259,6 +264,24 @@ func (mg *Manager) dispatch(q *queue, now time.Time) {
 			continue
 		}
 		q.st.Delivered++
+	}
+}
+
+// revokeStale takes back deliveries a member has held longer than the
+// visibility timeout, so another member gets them. mg.mu is held.
+func (mg *Manager) revokeStale(q *queue, now time.Time) {
+	vt := q.set.VisibilityTimeout
+	if vt <= 0 {
+		return
+	}
+	for _, d := range q.inflight {
+		if now.Sub(d.at) > vt && !d.revoked {
+			d.revoked = true
+			if mg.persist.Revoke(d.m.id, d.t) {
+				q.st.TimedOut++
+				mg.log.Info("queue: visibility timeout; redelivering", "group", q.group, "client", d.m.id, "held", now.Sub(d.at).Round(time.Millisecond).String())
+			}
+		}
 	}
 }
 
