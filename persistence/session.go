@@ -274,7 +274,9 @@ send:
 		e.id = uint16(id)
 		e.owner = s.cl
 		e.pk.PacketID = e.id
-		e.pk.FixedHeader.Dup = false
+		if e.tracker == nil {
+			e.pk.FixedHeader.Dup = false // an offered message says itself whether it is a redelivery
+		}
 		if s.cl.State.Inflight.Set(e.pk) {
 			atomic.AddInt64(&s.h.server.Info.Inflight, 1)
 		}

@@ -180,6 +180,7 @@ func (mg *Manager) open(group string) (*queue, error) {
 		members:  map[string]*member{},
 		inflight: map[uint64]*delivery{},
 		counts:   map[uint64]int{},
+		avoid:    map[uint64]string{},
 	}
 	q.st.Group = group
 	mg.queues[group] = q

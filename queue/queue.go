@@ -61,8 +61,9 @@ type queue struct {
 	order    []string // member ids, sorted
 	rr       int
 	inflight map[uint64]*delivery
-	counts   map[uint64]int // deliveries so far, for messages delivered at least once
-	expireAt time.Time      // zero: not expiring
+	counts   map[uint64]int    // deliveries so far, for messages delivered at least once
+	avoid    map[uint64]string // member that gave the message back: another one gets it if it can
+	expireAt time.Time         // zero: not expiring
 	st       Stats
 }
 
@@ -127,8 +128,20 @@ func (mg *Manager) credit(q *queue, m *member) int {
 }
 
 // pick chooses the member for pk, or nil when the one the strategy wants
-// (or every member) has no credit now.
-func (mg *Manager) pick(q *queue, pk *packets.Packet) *member {
+// (or every member) has no credit now. A member other than avoid is
+// preferred when one has credit.
+func (mg *Manager) pick(q *queue, pk *packets.Packet, avoid string) *member {
+	if avoid != "" && len(q.order) > 1 {
+		if m := q.members[avoid]; m != nil {
+			saved := m.online
+			m.online = false // hide it for one choice
+			best := mg.pick(q, pk, "")
+			m.online = saved
+			if best != nil {
+				return best
+			}
+		}
+	}
 	n := len(q.order)
 	if n == 0 {
 		return nil
@@ -216,13 +229,14 @@ func (mg *Manager) dispatch(q *queue, now time.Time) {
 			q.ack(e.ID)
 			continue
 		}
-		m := mg.pick(q, &pk)
+		m := mg.pick(q, &pk, q.avoid[e.ID])
 		if m == nil {
 			q.log.Release(e.ID)
 			return
 		}
 		n++
 		q.counts[e.ID] = n
+		delete(q.avoid, e.ID)
 		out := pk.Copy(false)
 		out.FixedHeader.Qos = min(pk.FixedHeader.Qos, m.qos)
 		out.FixedHeader.Retain = false
@@ -288,6 +302,7 @@ func (mg *Manager) revokeStale(q *queue, now time.Time) {
 // ack removes a message for good.
 func (q *queue) ack(id uint64) {
 	delete(q.counts, id)
+	delete(q.avoid, id)
 	q.log.Ack(id)
 }
 
@@ -355,8 +370,10 @@ func (mg *Manager) settle(ev event) {
 		q.ack(t.id)
 	case persistence.Refused:
 		q.st.Refused++
+		q.avoid[t.id] = t.d.m.id
 		q.log.Release(t.id) // to another member (or the dead letters) at once
 	default:
+		q.avoid[t.id] = t.d.m.id
 		q.log.Release(t.id)
 	}
 }
