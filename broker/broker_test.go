@@ -217,3 +217,27 @@ func TestReceiveMaximumAndOrder(t *testing.T) {
 		t.Fatalf("consumer with Receive Maximum 5 and no acks got a 6th message %q", m.Payload)
 	}
 }
+
+// User properties are the publisher's data: they reach a subscriber that
+// set Request Problem Information to 0 (paho.golang's default) too
+// [MQTT-3.1.2-29], with QoS 0 and 1.
+func TestUserPropertiesForwarded(t *testing.T) {
+	b := brokertest.Start(t)
+	addr := b.Addr(broker.ListenerMQTT)
+	sub := brokertest.MustV5(t, addr, brokertest.Options{ID: "up-sub", Clean: true})
+	sub.Sub(t, 1, "up/#")
+	pub := brokertest.MustV5(t, addr, brokertest.Options{ID: "up-pub", Clean: true})
+	for _, qos := range []byte{0, 1} {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		_, err := pub.Publish(ctx, &paho.Publish{Topic: "up/x", QoS: qos, Payload: []byte("p"),
+			Properties: &paho.PublishProperties{User: paho.UserProperties{{Key: "trace", Value: "abc"}}}})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := sub.Next(t, wait)
+		if m.Props == nil || len(m.Props.User) != 1 || m.Props.User[0].Key != "trace" || m.Props.User[0].Value != "abc" {
+			t.Fatalf("QoS %d: user properties %+v, want trace=abc", qos, m.Props)
+		}
+	}
+}

@@ -84,6 +84,14 @@ func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 // OnPacketEncode tells MQTT 5 clients the server's maximum packet size and
 // topic alias maximum, which mochi enforces but does not announce.
 func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Publish {
+		// A client that sets Request Problem Information to 0 only gives up
+		// reason strings and user properties on acknowledgements
+		// [MQTT-3.1.2-29]; mochi also strips the user properties of the
+		// messages it forwards, which are the publisher's application data.
+		pk.Mods.DisallowProblemInfo = false
+		return pk
+	}
 	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion != 5 || pk.ReasonCode >= packets.ErrUnspecifiedError.Code {
 		return pk
 	}

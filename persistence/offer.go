@@ -1,6 +1,8 @@
 package persistence
 
 import (
+	"cmp"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -110,13 +112,18 @@ func (s *session) returnForeign(cl *mqtt.Client) {
 	}
 	clear(s.pending[len(keep):])
 	s.pending = keep
-	for id, e := range s.outstanding {
-		if e.tracker == nil || e.pk.FixedHeader.Qos != 1 {
-			continue
+	var back []*entry
+	for _, e := range s.outstanding {
+		if e.tracker != nil && e.pk.FixedHeader.Qos == 1 {
+			back = append(back, e)
 		}
-		delete(s.outstanding, id)
-		delete(s.byID, id)
-		if cl != nil && cl.State.Inflight.Delete(id) {
+	}
+	// In the order they were sent, so the owner gets them back in order.
+	slices.SortFunc(back, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
+	for _, e := range back {
+		delete(s.outstanding, e.id)
+		delete(s.byID, e.id)
+		if cl != nil && cl.State.Inflight.Delete(e.id) {
 			atomic.AddInt64(&s.h.server.Info.Inflight, -1)
 		}
 		e.state = stDone

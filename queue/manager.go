@@ -273,7 +273,8 @@ func (mg *Manager) publish(pk packets.Packet) { mg.outbox = append(mg.outbox, pk
 func (mg *Manager) groupsFor(topic string) []string {
 	var groups []string
 	for key := range mg.server.Topics.Subscribers(topic).Shared {
-		if g, _, ok := memberOf(key); ok && !slices.Contains(groups, g) {
+		// matches applies [MQTT-4.7.2-1]: $share/g/# gets no $SYS topics.
+		if g, f, ok := memberOf(key); ok && matches(f, topic) && !slices.Contains(groups, g) {
 			groups = append(groups, g)
 		}
 	}
@@ -394,6 +395,9 @@ func (mg *Manager) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 // OnDisconnect marks a member offline; the session engine gives its
 // unacknowledged messages back (see persistence.Hook.Offer).
 func (mg *Manager) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if cur, ok := mg.server.Clients.Get(cl.ID); ok && cur != cl {
+		return // taken over: the new connection is already online
+	}
 	mg.setOnline(cl, false)
 }
 

@@ -1,7 +1,7 @@
 package queue
 
 import (
-	"hash/fnv"
+	"hash/maphash"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -13,6 +13,9 @@ import (
 
 	"github.com/motemq/mote/persistence"
 )
+
+// stickySeed keys the sticky strategies' hash (stable while the process runs).
+var stickySeed = maphash.MakeSeed()
 
 // Stats describe one queue.
 type Stats struct {
@@ -161,11 +164,7 @@ func (mg *Manager) pick(q *queue, pk *packets.Packet, avoid string) *member {
 			if !m.online {
 				continue
 			}
-			h := fnv.New64a()
-			h.Write([]byte(id))
-			h.Write([]byte{0})
-			h.Write([]byte(key))
-			if s := h.Sum64(); best == nil || s > bestScore {
+			if s := maphash.String(stickySeed, id+"\x00"+key); best == nil || s > bestScore {
 				best, bestScore = m, s
 			}
 		}
@@ -319,6 +318,7 @@ func (mg *Manager) deadLetter(q *queue, pk packets.Packet, deliveries int, why s
 	topic := strings.ReplaceAll(q.set.DeadLetterTopic, "{group}", q.group)
 	out := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: pk.FixedHeader.Qos},
+		PacketID:    1, // mochi validates one for QoS > 0; the broker's own client never uses it
 		TopicName:   topic,
 		Payload:     pk.Payload,
 		Properties: packets.Properties{
