@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,4 +85,59 @@ func TestQueueSurvivesGracefulRestart(t *testing.T) {
 
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// sticky_client keeps each publisher on one consumer; random spreads.
+func TestQueueStickyClientAndRandom(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Queues = []broker.QueueConfig{{Name: "sc", Strategy: "sticky_client"}, {Name: "rnd", Strategy: "random"}}
+	})
+	addr := b.Addr(broker.ListenerMQTT)
+	for _, group := range []string{"sc", "rnd"} {
+		var consumers []*brokertest.V5
+		for i := range 3 {
+			c := brokertest.MustV5(t, addr, brokertest.Options{ID: fmt.Sprintf("%s-c%d", group, i), Clean: true})
+			c.Sub(t, 1, "$share/"+group+"/"+group+"/#")
+			consumers = append(consumers, c)
+		}
+		const pubs, per = 6, 20
+		for p := range pubs {
+			pub := brokertest.MustV5(t, addr, brokertest.Options{ID: fmt.Sprintf("%s-p%d", group, p), Clean: true})
+			for i := range per {
+				pub.MustPub(t, group+"/x", fmt.Appendf(nil, "%d-%d", p, i), 1, false)
+			}
+			pub.Close()
+		}
+		owner := map[string]int{} // publisher → consumer
+		counts := make([]int, len(consumers))
+		deadline := time.Now().Add(10 * time.Second)
+		for total := 0; total < pubs*per; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d of %d messages arrived", group, total, pubs*per)
+			}
+			for ci, c := range consumers {
+				m, ok := c.Try(5 * time.Millisecond)
+				if !ok {
+					continue
+				}
+				total++
+				counts[ci]++
+				p, _, _ := strings.Cut(string(m.Payload), "-")
+				if o, seen := owner[p]; group == "sc" && seen && o != ci {
+					t.Fatalf("sticky_client: publisher %s on consumers %d and %d", p, o, ci)
+				}
+				owner[p] = ci
+			}
+		}
+		used := 0
+		for _, n := range counts {
+			if n > 0 {
+				used++
+			}
+		}
+		if used < 2 {
+			t.Fatalf("%s: all messages on one consumer: %v", group, counts)
+		}
+		t.Logf("%s: per consumer %v", group, counts)
+	}
 }

@@ -101,30 +101,31 @@ func (e *entry) settle(o Outcome, code byte) {
 // go back to their owner; QoS 2 deliveries already started stay until the
 // session ends [MQTT-4.8.2-5]. s.mu must be held.
 func (s *session) returnForeign(cl *mqtt.Client) {
+	var back []*entry
 	keep := s.pending[:0]
 	for _, e := range s.pending {
 		if e.tracker != nil && e.state == stPending {
-			e.state = stDone
-			e.settle(Returned, 0)
+			back = append(back, e)
 			continue
 		}
 		keep = append(keep, e)
 	}
 	clear(s.pending[len(keep):])
 	s.pending = keep
-	var back []*entry
 	for _, e := range s.outstanding {
 		if e.tracker != nil && e.pk.FixedHeader.Qos == 1 {
 			back = append(back, e)
 		}
 	}
-	// In the order they were sent, so the owner gets them back in order.
+	// In the order they were offered, so the owner gets them back in order.
 	slices.SortFunc(back, func(a, b *entry) int { return cmp.Compare(a.seq, b.seq) })
 	for _, e := range back {
-		delete(s.outstanding, e.id)
-		delete(s.byID, e.id)
-		if cl != nil && cl.State.Inflight.Delete(e.id) {
-			atomic.AddInt64(&s.h.server.Info.Inflight, -1)
+		if e.state != stPending {
+			delete(s.outstanding, e.id)
+			delete(s.byID, e.id)
+			if cl != nil && cl.State.Inflight.Delete(e.id) {
+				atomic.AddInt64(&s.h.server.Info.Inflight, -1)
+			}
 		}
 		e.state = stDone
 		e.settle(Returned, 0)

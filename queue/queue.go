@@ -318,7 +318,7 @@ func (mg *Manager) deadLetter(q *queue, pk packets.Packet, deliveries int, why s
 	topic := strings.ReplaceAll(q.set.DeadLetterTopic, "{group}", q.group)
 	out := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: pk.FixedHeader.Qos},
-		PacketID:    1, // mochi validates one for QoS > 0; the broker's own client never uses it
+		PacketID:    uint16(min(pk.FixedHeader.Qos, 1)), // as mochi's Server.Publish: an id for QoS > 0, none for 0
 		TopicName:   topic,
 		Payload:     pk.Payload,
 		Properties: packets.Properties{
