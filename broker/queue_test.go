@@ -95,50 +95,6 @@ func wqNoMore(t *testing.T, d time.Duration, why string, inboxes ...*brokertest.
 	}
 }
 
-// wqFlood publishes n QoS 1 messages to topic from publishers clients,
-// each with 16 publishes in flight, and records them in c (producer
-// "pub{i}", sequences 0..n/publishers-1). It fails the test if any is not
-// acknowledged.
-func wqFlood(t *testing.T, addr, topic string, publishers, n int, c *e2e.Checker) {
-	t.Helper()
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	per := n / publishers
-	for p := range publishers {
-		name := fmt.Sprintf("pub%d", p)
-		pub := brokertest.MustV5(t, addr, brokertest.Options{ID: name, Clean: true})
-		var next atomic.Uint64
-		for range 16 {
-			wg.Go(func() {
-				for {
-					seq := next.Add(1) - 1
-					if seq >= uint64(per) || failed.Load() > 0 {
-						return
-					}
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					r, err := pub.Pub(ctx, topic, e2e.Payload(name, seq), 1, false)
-					cancel()
-					ok := err == nil && (r == nil || r.ReasonCode < 0x80)
-					c.Sent(name, seq, ok)
-					if !ok {
-						if failed.Add(1) == 1 {
-							if err == nil {
-								err = fmt.Errorf("PUBACK 0x%02x", r.ReasonCode)
-							}
-							firstErr.Store(err)
-						}
-					}
-				}
-			})
-		}
-	}
-	wg.Wait()
-	if failed.Load() > 0 {
-		t.Fatalf("%d publishes to %q failed, first: %v", failed.Load(), topic, firstErr.Load())
-	}
-}
-
 // wqCollector reads consumers' inboxes in the background.
 type wqCollector struct {
 	mu    sync.Mutex
@@ -375,7 +331,7 @@ func TestWorkQueueRoundRobinExactlyOnce(t *testing.T) {
 	col := wqCollect(t, inboxes...)
 	check := e2e.NewChecker()
 	start := time.Now()
-	wqFlood(t, addr, "rr/work", 2, n, check)
+	e2e.Flood(t, addr, "rr/work", 2, n, check)
 	col.wait(t, n, 20*time.Second, 300*time.Millisecond)
 	t.Logf("%d messages through the queue in %v, per consumer %v", n, time.Since(start), col.counts())
 

@@ -15,44 +15,6 @@ import (
 	"github.com/motemq/mote/broker/brokertest"
 )
 
-// qFlood publishes n QoS 1 messages to topic from publishers clients, each
-// with 16 publishes in flight, recording them in c (producer "pub{i}").
-// It fails the test if any is not acknowledged.
-func qFlood(t *testing.T, addr, topic string, publishers, n int, c *Checker) {
-	t.Helper()
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	per := n / publishers
-	for p := range publishers {
-		name := fmt.Sprintf("pub%d", p)
-		pub := brokertest.MustV5(t, addr, brokertest.Options{ID: name, Clean: true})
-		var next atomic.Uint64
-		for range 16 {
-			wg.Go(func() {
-				for {
-					seq := next.Add(1) - 1
-					if seq >= uint64(per) || failed.Load() > 0 {
-						return
-					}
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					r, err := pub.Pub(ctx, topic, Payload(name, seq), 1, false)
-					cancel()
-					ok := err == nil && (r == nil || r.ReasonCode < 0x80)
-					c.Sent(name, seq, ok)
-					if !ok && failed.Add(1) == 1 {
-						firstErr.Store(fmt.Sprintf("%v (response %+v)", err, r))
-					}
-				}
-			})
-		}
-	}
-	wg.Wait()
-	if failed.Load() > 0 {
-		t.Fatalf("%d publishes to %q failed, first: %v", failed.Load(), topic, firstErr.Load())
-	}
-}
-
 // qDrain reads the inboxes into c concurrently until done reports true or
 // nothing arrived for quiet, then lets duplicates trail in for linger. It
 // returns how many each inbox received.
@@ -121,7 +83,7 @@ func TestKill9QueueBacklog(t *testing.T) {
 			c := NewChecker()
 			const n = 10000
 			start := time.Now()
-			qFlood(t, p.Addr(broker.ListenerMQTT), "work/job", 2, n, c)
+			Flood(t, p.Addr(broker.ListenerMQTT), "work/job", 2, n, c)
 			t.Logf("published %d in %v", n, time.Since(start))
 			p.Kill()
 

@@ -1,0 +1,50 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/motemq/mote/broker/brokertest"
+)
+
+// Flood publishes n QoS 1 messages to topic from publishers clients, each
+// with 16 publishes in flight, recording them in c (producer "pub{i}").
+// It fails the test if any is not acknowledged.
+func Flood(t *testing.T, addr, topic string, publishers, n int, c *Checker) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	per := n / publishers
+	for p := range publishers {
+		name := fmt.Sprintf("pub%d", p)
+		pub := brokertest.MustV5(t, addr, brokertest.Options{ID: name, Clean: true})
+		var next atomic.Uint64
+		for range 16 {
+			wg.Go(func() {
+				for {
+					seq := next.Add(1) - 1
+					if seq >= uint64(per) || failed.Load() > 0 {
+						return
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					r, err := pub.Pub(ctx, topic, Payload(name, seq), 1, false)
+					cancel()
+					ok := err == nil && (r == nil || r.ReasonCode < 0x80)
+					c.Sent(name, seq, ok)
+					if !ok && failed.Add(1) == 1 {
+						firstErr.Store(fmt.Sprintf("%v (response %+v)", err, r))
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Fatalf("%d publishes to %q failed, first: %v", failed.Load(), topic, firstErr.Load())
+	}
+}
