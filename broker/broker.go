@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/motemq/mote/auth"
+	httpbridge "github.com/motemq/mote/bridge/http"
 	"github.com/motemq/mote/frame"
 	"github.com/motemq/mote/guard"
 	"github.com/motemq/mote/listen"
@@ -370,6 +371,7 @@ func (b *Broker) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": Version})
 	})
 	mux.HandleFunc("GET /readyz", b.readyz)
+	httpbridge.NewPublishAPI(b.server, b.auth, int64(b.cfg.MQTT.MaxPacketSize), b.log.With("api", "publish")).Register(mux)
 	return mux
 }
 
