@@ -99,7 +99,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&dataDir, "data-dir", "data directory (env MOTE_DATA_DIR; default ./data)")
 	fs.Var(&mqttAddr, "mqtt", `MQTT listener address; "" turns it off (env MOTE_MQTT; default :1883)`)
 	fs.Var(&wsAddr, "ws", `MQTT-over-WebSocket listener address (env MOTE_WS; default :8083)`)
-	fs.Var(&httpAddr, "http", `HTTP listener address for /healthz and /readyz (env MOTE_HTTP; default :8080)`)
+	fs.Var(&httpAddr, "http", `HTTP listener address for /healthz, /readyz and the publish API (env MOTE_HTTP; default :8080)`)
 	fs.Var(&level, "log-level", "debug, info, warn or error (env MOTE_LOG_LEVEL; default info)")
 	fs.Var(&fsync, "fsync", "always or everysec (env MOTE_FSYNC; default always)")
 	fs.StringVar(&check, "check-config", "", "validate this configuration file, print what is wrong and exit")
