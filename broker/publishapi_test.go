@@ -88,10 +88,13 @@ func TestPublishAPI(t *testing.T) {
 		if len(res) != 3 || res[1].(map[string]any)["error"] == nil || res[0].(map[string]any)["error"] != nil {
 			t.Fatalf("results %v", res)
 		}
-		for _, want := range []string{"one", "three"} {
-			if m := sub.Next(t, wait); string(m.Payload) != want {
-				t.Fatalf("batch: got %q, want %q", m.Payload, want)
-			}
+		// QoS 0 and QoS 1 messages on different topics may arrive in either order.
+		got := map[string]bool{}
+		for range 2 {
+			got[string(sub.Next(t, wait).Payload)] = true
+		}
+		if !got["one"] || !got["three"] {
+			t.Fatalf("batch delivered %v, want one and three", got)
 		}
 	})
 
