@@ -239,4 +239,3 @@ func retryAfter(v string) time.Duration {
 	}
 	return 0
 }
-
