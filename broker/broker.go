@@ -18,6 +18,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/motemq/mote/auth"
+	"github.com/motemq/mote/bridge"
 	httpbridge "github.com/motemq/mote/bridge/http"
 	"github.com/motemq/mote/frame"
 	"github.com/motemq/mote/guard"
@@ -50,6 +51,7 @@ type Broker struct {
 	guard   *guard.Hook
 	auth    *auth.Hook
 	queues  *queue.Manager
+	bridges *bridge.Hook
 	conns   *listen.Stats
 
 	httpLn  net.Listener
@@ -136,13 +138,26 @@ func (b *Broker) build() error {
 		Backpressure: cfg.MQTT.Backpressure.Std(),
 	})
 	b.queues = queue.New(b.server, b.store, b.persist, cfg.queueSettings(), queue.Defaults(), b.log.With("hook", "queue"))
+	b.bridges = bridge.NewHook(b.server, b.persist, b.log.With("hook", "bridge"))
+	for i, bc := range cfg.Bridges {
+		wh, err := httpbridge.NewWebhook(bc.webhookConfig())
+		if err != nil {
+			return fmt.Errorf("config: bridges[%d]: %w", i, err)
+		}
+		br, err := bridge.New(bc.bridgeConfig(), b.store, wh, b.bridges.DeadLetter(bc.Name), b.log.With("bridge", bc.Name))
+		if err != nil {
+			return fmt.Errorf("config: bridges[%d]: %w", i, err)
+		}
+		b.bridges.Add(br, bridge.OriginHTTP) // a webhook does not send back what came in over HTTP
+	}
 	// Order matters for OnPublish: features first, the barrier (which waits
 	// for the durability point) last.
 	for _, h := range []mqtt.Hook{
 		b.auth, // first: a refused client or publish reaches no other hook
 		b.guard,
 		b.persist,
-		b.queues, // after persistence (its appends join the publish's durability point)
+		b.queues,  // after persistence (its appends join the publish's durability point)
+		b.bridges, // the same for the bridges' outboxes
 		persistence.NewBarrier(b.persist),
 	} {
 		if err := b.server.AddHook(h, nil); err != nil {
@@ -161,6 +176,7 @@ func (b *Broker) build() error {
 	if err := b.queues.Restore(); err != nil {
 		return err
 	}
+	b.bridges.Start()
 	b.log.Info("store restored", "file", b.store.Path(), "fsync", string(cfg.Fsync),
 		"sessions", st.Sessions, "subscriptions", st.Subscriptions, "queued", st.Queued,
 		"retained", st.Retained, "replayed", st.Replayed, "expired_sessions", st.Expired)
@@ -255,6 +271,9 @@ func (b *Broker) Persistence() *persistence.Hook { return b.persist }
 
 // ConnStats are the listeners' connection counters.
 func (b *Broker) ConnStats() *listen.Stats { return b.conns }
+
+// Bridges is the outbound bridge hook (each bridge's Status).
+func (b *Broker) Bridges() *bridge.Hook { return b.bridges }
 
 // Queues is the workload queue manager.
 func (b *Broker) Queues() *queue.Manager { return b.queues }

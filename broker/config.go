@@ -34,6 +34,7 @@ type Config struct {
 	Auth        AuthConfig        `yaml:"auth"`
 	Limits      LimitsConfig      `yaml:"limits"`
 	Queues      []QueueConfig     `yaml:"queues"`
+	Bridges     []BridgeConfig    `yaml:"bridges"`
 
 	file string // where the file layer came from, for messages
 }
@@ -445,6 +446,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateAuth(bad)
 	c.validateQueues(bad)
+	c.validateBridges(bad)
 	if len(errs) == 0 {
 		return nil
 	}

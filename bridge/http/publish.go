@@ -22,6 +22,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/motemq/mote/auth"
+	"github.com/motemq/mote/bridge"
 )
 
 // PublishRequest is one message in the JSON forms of the publish API.
@@ -74,7 +75,7 @@ const maxBatch = 1000
 func NewPublishAPI(server *mqtt.Server, a *auth.Hook, maxPacketSize int64, log *slog.Logger) *PublishAPI {
 	return &PublishAPI{
 		server:  server,
-		inline:  server.NewClient(nil, mqtt.LocalListener, "mote-http", true),
+		inline:  server.NewClient(nil, mqtt.LocalListener, bridge.OriginHTTP, true),
 		auth:    a,
 		maxSize: maxPacketSize,
 		log:     log,
@@ -223,7 +224,6 @@ func (p *PublishAPI) publish(id auth.Identity, req *PublishRequest) (PublishResu
 	if !p.auth.CanPublish(id, pk.TopicName) {
 		return res, fail(nethttp.StatusForbidden, "not authorized to publish to %q", pk.TopicName)
 	}
-	pk.Origin = "http"
 	if err := p.server.InjectPacket(p.inline, pk); err != nil {
 		p.log.Error("http publish failed", "topic", pk.TopicName, "error", err)
 		return res, fail(nethttp.StatusServiceUnavailable, "not published: %v", err)

@@ -1,0 +1,179 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/motemq/mote/broker"
+	"github.com/motemq/mote/broker/brokertest"
+)
+
+// webhookEndpoint is a real HTTP server that answers with status() and
+// records the bodies it accepted (2xx).
+type webhookEndpoint struct {
+	*httptest.Server
+	status atomic.Int64
+	calls  atomic.Int64
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newEndpoint(t *testing.T) *webhookEndpoint {
+	e := &webhookEndpoint{}
+	e.status.Store(200)
+	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		e.calls.Add(1)
+		st := int(e.status.Load())
+		if st/100 == 2 {
+			e.mu.Lock()
+			e.bodies = append(e.bodies, string(b))
+			e.mu.Unlock()
+		}
+		w.WriteHeader(st)
+	}))
+	t.Cleanup(e.Close)
+	return e
+}
+
+func (e *webhookEndpoint) got() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.bodies...)
+}
+
+func (e *webhookEndpoint) wait(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.got()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("webhook received %d of %d messages: %v", len(e.got()), n, e.got())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return e.got()
+}
+
+func webhookBridge(url string) func(*broker.Config) {
+	return func(c *broker.Config) {
+		c.Bridges = []broker.BridgeConfig{{
+			Name: "hooks", Type: "http", Filters: []string{"events/#"}, URL: url + "/in/{{level 1}}", Body: "json",
+			BackoffMin: broker.Duration(10 * time.Millisecond), BackoffMax: broker.Duration(50 * time.Millisecond),
+			MaxAttempts: 3, BreakerFailures: 100,
+		}}
+	}
+}
+
+func TestWebhookBridge(t *testing.T) {
+	ep := newEndpoint(t)
+	b := brokertest.Start(t, webhookBridge(ep.URL))
+	addr := b.Addr(broker.ListenerMQTT)
+	pub := brokertest.MustV5(t, addr, brokertest.Options{ID: "dev-1", Clean: true})
+
+	t.Run("delivered", func(t *testing.T) {
+		pub.MustPub(t, "events/door", []byte("open"), 1, false)
+		pub.MustPub(t, "other/door", []byte("not matched"), 1, false)
+		got := ep.wait(t, 1)
+		var env map[string]any
+		if err := json.Unmarshal([]byte(got[0]), &env); err != nil {
+			t.Fatal(err)
+		}
+		if env["topic"] != "events/door" || env["payload"] != "open" || env["client_id"] != "dev-1" || env["qos"] != 1.0 {
+			t.Fatalf("envelope %v", env)
+		}
+	})
+
+	t.Run("retried until accepted", func(t *testing.T) {
+		ep.status.Store(503)
+		before := ep.calls.Load()
+		pub.MustPub(t, "events/window", []byte("closed"), 1, false)
+		for ep.calls.Load() < before+2 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		ep.status.Store(200)
+		ep.wait(t, 2)
+	})
+
+	t.Run("refused goes to the dead letters", func(t *testing.T) {
+		dead := brokertest.MustV5(t, addr, brokertest.Options{ID: "dead-watch", Clean: true})
+		dead.Sub(t, 1, "$bridge/hooks/dead")
+		ep.status.Store(400)
+		pub.MustPub(t, "events/bad", []byte("rejected"), 1, false)
+		m := dead.Next(t, 10*time.Second)
+		if string(m.Payload) != "rejected" {
+			t.Fatalf("dead letter %q", m.Payload)
+		}
+		props := map[string]string{}
+		for _, u := range m.Props.User {
+			props[u.Key] = u.Value
+		}
+		if props["original-topic"] != "events/bad" || props["reason"] == "" || props["attempts"] != "1" {
+			t.Fatalf("dead letter properties %v", props)
+		}
+		ep.status.Store(200)
+	})
+
+	t.Run("not sent back what came over HTTP", func(t *testing.T) {
+		n := len(ep.got())
+		if status, out := post(t, b, "/api/v1/publish", "application/json", `{"topic":"events/from-web","payload":"x"}`); status != 200 {
+			t.Fatalf("publish API: %d %v", status, out)
+		}
+		pub.MustPub(t, "events/marker", []byte("m"), 1, false)
+		got := ep.wait(t, n+1)
+		if len(got) != n+1 || !json.Valid([]byte(got[n])) {
+			t.Fatalf("webhook got %v", got[n:])
+		}
+		var env map[string]any
+		_ = json.Unmarshal([]byte(got[n]), &env)
+		if env["topic"] != "events/marker" {
+			t.Fatalf("the HTTP-published message went back out over HTTP: %v", env)
+		}
+	})
+
+	st := b.Bridges().Bridges()[0].Status()
+	if st.Sent < 3 || st.DeadLettered != 1 || st.Backlog != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// The outbox is durable: messages acknowledged while the far side is down
+// are sent after a broker restart.
+func TestWebhookOutboxSurvivesRestart(t *testing.T) {
+	ep := newEndpoint(t)
+	ep.status.Store(503)
+	dir := t.TempDir()
+	cfg := func(c *broker.Config) {
+		webhookBridge(ep.URL)(c)
+		c.Bridges[0].MaxAttempts = 100
+	}
+	b := brokertest.StartIn(t, dir, cfg)
+	pub := brokertest.MustV5(t, b.Addr(broker.ListenerMQTT), brokertest.Options{ID: "pub", Clean: true})
+	for _, p := range []string{"a", "b", "c"} {
+		pub.MustPub(t, "events/x", []byte(p), 1, false)
+	}
+	pub.Close()
+	ctx, cancel := contextWithTimeout(10 * time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ep.got()); n != 0 {
+		t.Fatalf("%d accepted while the endpoint was down", n)
+	}
+	ep.status.Store(200)
+	brokertest.StartIn(t, dir, cfg)
+	got := ep.wait(t, 3)
+	for i, want := range []string{"a", "b", "c"} {
+		var env map[string]any
+		_ = json.Unmarshal([]byte(got[i]), &env)
+		if env["payload"] != want {
+			t.Fatalf("message %d: %v, want payload %q (in order)", i, env, want)
+		}
+	}
+}
