@@ -390,7 +390,9 @@ func (b *Broker) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": Version})
 	})
 	mux.HandleFunc("GET /readyz", b.readyz)
-	httpbridge.NewPublishAPI(b.server, b.auth, int64(b.cfg.MQTT.MaxPacketSize), b.log.With("api", "publish")).Register(mux)
+	api := httpbridge.NewPublishAPI(b.server, b.auth, int64(b.cfg.MQTT.MaxPacketSize), b.log.With("api", "publish"))
+	api.Ready = b.ready.Load
+	api.Register(mux)
 	return mux
 }
 

@@ -65,6 +65,9 @@ type PublishAPI struct {
 	auth    *auth.Hook
 	maxSize int64
 	log     *slog.Logger
+	// Ready, when set, reports whether the broker accepts messages; while
+	// it is false (starting or shutting down) publishes get 503.
+	Ready func() bool
 }
 
 // maxBatch bounds how many messages one batch request may carry.
@@ -216,6 +219,9 @@ func (p *PublishAPI) publishRaw(w nethttp.ResponseWriter, r *nethttp.Request) {
 // for QoS 1/2 it returns once the message is durable (the persistence
 // barrier runs for it as for an MQTT publish).
 func (p *PublishAPI) publish(id auth.Identity, req *PublishRequest) (PublishResult, error) {
+	if p.Ready != nil && !p.Ready() {
+		return PublishResult{Topic: req.Topic}, fail(nethttp.StatusServiceUnavailable, "the broker is not accepting messages (starting or shutting down); retry")
+	}
 	pk, err := p.packet(req)
 	if err != nil {
 		return PublishResult{Topic: req.Topic}, err
