@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -16,7 +17,8 @@ import (
 // Origins of messages that bridges' inbound sides publish; an outbound
 // bridge does not send a message back to the kind of place it came from.
 const (
-	OriginHTTP = "mote-http" // the HTTP publish API's client (mochi sets Origin to it)
+	OriginHTTP   = "mote-http"   // the HTTP publish API's client (mochi sets Origin to it)
+	OriginBridge = "mote-bridge" // replies and dead letters the bridges publish
 )
 
 // Hook is the mochi hook that hands every matching publish to the
@@ -28,7 +30,7 @@ type Hook struct {
 	server  *mqtt.Server
 	persist *persistence.Hook
 	bridges []*Bridge
-	skip    map[*Bridge]string // origin a bridge does not send (its own inbound side)
+	skip    map[*Bridge][]string // origins a bridge does not send (its own inbound side)
 	inline  *mqtt.Client
 
 	mu   sync.Mutex
@@ -41,17 +43,22 @@ type Hook struct {
 
 // NewHook returns the hook; Add the bridges before serving.
 func NewHook(server *mqtt.Server, persist *persistence.Hook, log *slog.Logger) *Hook {
-	h := &Hook{server: server, persist: persist, skip: map[*Bridge]string{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+	h := &Hook{server: server, persist: persist, skip: map[*Bridge][]string{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	h.Log = log
+	h.inline = server.NewClient(nil, mqtt.LocalListener, OriginBridge, true)
 	return h
 }
 
-// Add registers a bridge; skipOrigin names messages it must not send (the
-// Origin of its own inbound side), or "".
-func (h *Hook) Add(b *Bridge, skipOrigin string) {
+// Add registers a bridge; skipOrigins name messages it must not send (the
+// Origin of its own inbound side).
+func (h *Hook) Add(b *Bridge, skipOrigins ...string) {
 	h.bridges = append(h.bridges, b)
-	h.skip[b] = skipOrigin
+	h.skip[b] = skipOrigins
 }
+
+// Publish injects a message as the bridges' own client (replies of
+// request/response bridges); Origin is OriginBridge.
+func (h *Hook) Publish(pk packets.Packet) error { return h.server.InjectPacket(h.inline, pk) }
 
 // Bridges returns the registered bridges.
 func (h *Hook) Bridges() []*Bridge { return h.bridges }
@@ -95,7 +102,6 @@ func (h *Hook) Provides(b byte) bool {
 
 // Start starts the bridges and the dead-letter publisher.
 func (h *Hook) Start() {
-	h.inline = h.server.NewClient(nil, mqtt.LocalListener, "mote-bridge", true)
 	for _, b := range h.bridges {
 		b.Start()
 	}
@@ -141,7 +147,7 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 	}
 	for _, b := range h.bridges {
-		if !b.Matches(pk.TopicName) || (h.skip[b] != "" && pk.Origin == h.skip[b]) {
+		if !b.Matches(pk.TopicName) || slices.Contains(h.skip[b], pk.Origin) {
 			continue
 		}
 		if batch := b.Offer(pk); batch != nil && pk.FixedHeader.Qos > 0 {

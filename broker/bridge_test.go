@@ -5,10 +5,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/motemq/mote/broker"
 	"github.com/motemq/mote/broker/brokertest"
@@ -175,5 +178,64 @@ func TestWebhookOutboxSurvivesRestart(t *testing.T) {
 		if env["payload"] != want {
 			t.Fatalf("message %d: %v, want payload %q (in order)", i, env, want)
 		}
+	}
+}
+
+// Request/response: a message becomes an HTTP request and the answer is
+// published as the reply (MQTT 5: to the response topic with the
+// correlation data; MQTT 3: to reply_topic); a timeout is an error reply.
+func TestRequestResponseBridge(t *testing.T) {
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if string(b) == "slow" {
+			time.Sleep(600 * time.Millisecond)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(201)
+		_, _ = w.Write([]byte(`{"echo":"` + string(b) + `","path":"` + r.URL.Path + `"}`))
+	}))
+	t.Cleanup(svc.Close)
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Bridges = []broker.BridgeConfig{{
+			Name: "rpc", Type: "http", Mode: "request", Filters: []string{"rpc/#"},
+			URL: svc.URL + "/svc/{{level 1}}", ReplyTopic: "{{topic}}/reply", Timeout: broker.Duration(300 * time.Millisecond),
+		}}
+	})
+	addr := b.Addr(broker.ListenerMQTT)
+
+	v5 := brokertest.MustV5(t, addr, brokertest.Options{ID: "caller-5", Clean: true})
+	v5.Sub(t, 1, "replies/caller-5")
+	ctx, cancel := contextWithTimeout(wait)
+	defer cancel()
+	if _, err := v5.Publish(ctx, &paho.Publish{Topic: "rpc/weather", QoS: 1, Payload: []byte("today"),
+		Properties: &paho.PublishProperties{ResponseTopic: "replies/caller-5", CorrelationData: []byte("req-1")}}); err != nil {
+		t.Fatal(err)
+	}
+	m := v5.Next(t, wait)
+	status := ""
+	for _, u := range m.Props.User {
+		if u.Key == "status" {
+			status = u.Value
+		}
+	}
+	if string(m.Payload) != `{"echo":"today","path":"/svc/weather"}` || string(m.Props.CorrelationData) != "req-1" ||
+		m.Props.ContentType != "application/json" || status != "201" {
+		t.Fatalf("v5 reply %q props %+v", m.Payload, m.Props)
+	}
+
+	v3 := brokertest.MustV3(t, addr, brokertest.Options{ID: "caller-3", Clean: true})
+	v3.Sub(t, 1, "rpc/lamp/reply")
+	v3.MustPub(t, "rpc/lamp", []byte("on"), 1, false)
+	if r := v3.Next(t, wait); string(r.Payload) != `{"echo":"on","path":"/svc/lamp"}` {
+		t.Fatalf("v3 reply %q", r.Payload)
+	}
+
+	v3.MustPub(t, "rpc/lamp", []byte("slow"), 1, false)
+	r := v3.Next(t, 5*time.Second)
+	if !strings.Contains(string(r.Payload), "timeout") {
+		t.Fatalf("timeout reply %q, want an error reply naming the timeout", r.Payload)
+	}
+	if st := b.Bridges().Bridges()[0].Status(); st.Backlog != 0 || st.DeadLettered != 0 {
+		t.Fatalf("status %+v", st)
 	}
 }

@@ -10,9 +10,13 @@ import (
 
 // BridgeConfig is one entry of bridges: (see README).
 type BridgeConfig struct {
-	Name    string   `yaml:"name"`
-	Type    string   `yaml:"type"` // http (amqp and mqtt: next)
-	Filters []string `yaml:"filters"`
+	Name string `yaml:"name"`
+	Type string `yaml:"type"` // http (amqp and mqtt: next)
+	// Mode: deliver (webhooks, default) or request (invoke a web service and
+	// publish its answer as the reply).
+	Mode       string   `yaml:"mode"`
+	ReplyTopic string   `yaml:"reply_topic"` // request mode, for requests without a response topic: e.g. "{{topic}}/reply"
+	Filters    []string `yaml:"filters"`
 
 	// Delivery (bridge package defaults when zero).
 	MaxAttempts     int      `yaml:"max_attempts"`
@@ -62,9 +66,14 @@ func (c *Config) validateBridges(bad func(key, format string, args ...any)) {
 				bad(field, "%s", msg)
 			}
 		}
+		switch b.Mode {
+		case "", "deliver", "request":
+		default:
+			bad(key+".mode", "%q: use deliver or request", b.Mode)
+		}
 		switch b.Type {
 		case "http":
-			if _, err := httpbridge.NewWebhook(b.webhookConfig()); err != nil {
+			if _, err := httpbridge.NewRequester(b.webhookConfig(), b.ReplyTopic, 0, nil); err != nil {
 				bad(key, "%v", err)
 			}
 		case "":

@@ -140,15 +140,23 @@ func (b *Broker) build() error {
 	b.queues = queue.New(b.server, b.store, b.persist, cfg.queueSettings(), queue.Defaults(), b.log.With("hook", "queue"))
 	b.bridges = bridge.NewHook(b.server, b.persist, b.log.With("hook", "bridge"))
 	for i, bc := range cfg.Bridges {
-		wh, err := httpbridge.NewWebhook(bc.webhookConfig())
+		var sender bridge.Sender
+		var err error
+		if bc.Mode == "request" {
+			sender, err = httpbridge.NewRequester(bc.webhookConfig(), bc.ReplyTopic, int64(cfg.MQTT.MaxPacketSize), b.bridges.Publish)
+		} else {
+			sender, err = httpbridge.NewWebhook(bc.webhookConfig())
+		}
 		if err != nil {
 			return fmt.Errorf("config: bridges[%d]: %w", i, err)
 		}
-		br, err := bridge.New(bc.bridgeConfig(), b.store, wh, b.bridges.DeadLetter(bc.Name), b.log.With("bridge", bc.Name))
+		br, err := bridge.New(bc.bridgeConfig(), b.store, sender, b.bridges.DeadLetter(bc.Name), b.log.With("bridge", bc.Name))
 		if err != nil {
 			return fmt.Errorf("config: bridges[%d]: %w", i, err)
 		}
-		b.bridges.Add(br, bridge.OriginHTTP) // a webhook does not send back what came in over HTTP
+		// Nothing goes back where it came from: not what came in over
+		// HTTP, not the bridges' own replies and dead letters.
+		b.bridges.Add(br, bridge.OriginHTTP, bridge.OriginBridge)
 	}
 	// Order matters for OnPublish: features first, the barrier (which waits
 	// for the durability point) last.

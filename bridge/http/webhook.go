@@ -136,9 +136,12 @@ var urlFuncs = template.FuncMap{
 	"client_id": func() string { return "" },
 }
 
-func (w *Webhook) renderURL(pk packets.Packet) (string, error) {
+func (w *Webhook) renderURL(pk packets.Packet) (string, error) { return w.render(w.url, pk) }
+
+// render executes a template with the message's topic helpers.
+func (w *Webhook) render(tpl *template.Template, pk packets.Packet) (string, error) {
 	levels := strings.Split(pk.TopicName, "/")
-	t, err := w.url.Clone()
+	t, err := tpl.Clone()
 	if err != nil {
 		return "", err
 	}
@@ -164,9 +167,36 @@ func (w *Webhook) Send(ctx context.Context, msgs []packets.Packet) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	req, err := w.request(ctx, msgs)
+	if err != nil {
+		return bridge.Permanent(err)
+	}
+	url := req.URL.String()
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return err // network: retried
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	switch code := resp.StatusCode; {
+	case code >= 200 && code < 300:
+		return nil
+	case code == nethttp.StatusRequestTimeout || code == nethttp.StatusTooManyRequests || code >= 500:
+		err := fmt.Errorf("%s %s: HTTP %d: %s", w.cfg.Method, url, code, strings.TrimSpace(string(snippet)))
+		if d := retryAfter(resp.Header.Get("Retry-After")); d > 0 {
+			return bridge.RetryAfter(err, d)
+		}
+		return err
+	default:
+		return bridge.Permanent(fmt.Errorf("%s %s: HTTP %d: %s", w.cfg.Method, url, code, strings.TrimSpace(string(snippet))))
+	}
+}
+
+// request builds the HTTP request for msgs.
+func (w *Webhook) request(ctx context.Context, msgs []packets.Packet) (*nethttp.Request, error) {
 	url, err := w.renderURL(msgs[0])
 	if err != nil {
-		return bridge.Permanent(fmt.Errorf("url: %w", err))
+		return nil, fmt.Errorf("url: %w", err)
 	}
 	var body []byte
 	ctype := "application/json"
@@ -194,11 +224,11 @@ func (w *Webhook) Send(ctx context.Context, msgs []packets.Packet) error {
 		ctype = "text/plain; charset=utf-8"
 	}
 	if err != nil {
-		return bridge.Permanent(fmt.Errorf("body: %w", err))
+		return nil, fmt.Errorf("body: %w", err)
 	}
 	req, err := nethttp.NewRequestWithContext(ctx, w.cfg.Method, url, bytes.NewReader(body))
 	if err != nil {
-		return bridge.Permanent(err)
+		return nil, err
 	}
 	for k, v := range w.headers {
 		req.Header[k] = v
@@ -206,24 +236,7 @@ func (w *Webhook) Send(ctx context.Context, msgs []packets.Packet) error {
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", ctype)
 	}
-	resp, err := w.client.Do(req)
-	if err != nil {
-		return err // network: retried
-	}
-	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-	switch code := resp.StatusCode; {
-	case code >= 200 && code < 300:
-		return nil
-	case code == nethttp.StatusRequestTimeout || code == nethttp.StatusTooManyRequests || code >= 500:
-		err := fmt.Errorf("%s %s: HTTP %d: %s", w.cfg.Method, url, code, strings.TrimSpace(string(snippet)))
-		if d := retryAfter(resp.Header.Get("Retry-After")); d > 0 {
-			return bridge.RetryAfter(err, d)
-		}
-		return err
-	default:
-		return bridge.Permanent(fmt.Errorf("%s %s: HTTP %d: %s", w.cfg.Method, url, code, strings.TrimSpace(string(snippet))))
-	}
+	return req, nil
 }
 
 // retryAfter parses Retry-After (seconds or an HTTP date).
