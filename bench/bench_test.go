@@ -354,3 +354,47 @@ func (w *signalWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// The webhook scenario counts what the broker's http bridge posts to the
+// sink, raw and batched JSON alike.
+func TestWebhookScenario(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		body  string
+		batch int
+	}{{"raw", "raw", 1}, {"json batches", "json", 20}} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sink := l.Addr().String()
+			_ = l.Close()
+			b := brokertest.Start(t, func(c *broker.Config) {
+				c.Bridges = []broker.BridgeConfig{{Name: "sink", Type: "http", Filters: []string{"mote-bench/#"},
+					URL: "http://" + sink + "/in", Body: tc.body, BatchSize: tc.batch, BatchWait: broker.Duration(5 * time.Millisecond)}}
+			})
+			cfg := testConfig(ScenarioWebhook, "mqtt://"+b.Addr(broker.ListenerMQTT), 5)
+			cfg.Sink = sink
+			cfg.Rate = 500
+			m := run(t, cfg).Messages
+			if m.Sent == 0 || m.Received != m.Sent || m.Lost != 0 || m.Duplicates != 0 || !m.DrainComplete {
+				t.Fatalf("sent %d received %d lost %d duplicates %d complete %v", m.Sent, m.Received, m.Lost, m.Duplicates, m.DrainComplete)
+			}
+		})
+	}
+}
+
+func TestSinkPayloads(t *testing.T) {
+	got, err := sinkPayloads([]byte(`[{"payload":"a"},{"payload":"Yg==","payload_encoding":"base64"}]`), "application/json")
+	if err != nil || len(got) != 2 || string(got[0]) != "a" || string(got[1]) != "b" {
+		t.Fatalf("%q %v", got, err)
+	}
+	got, err = sinkPayloads([]byte("\x00raw"), "application/octet-stream")
+	if err != nil || len(got) != 1 || string(got[0]) != "\x00raw" {
+		t.Fatalf("%q %v", got, err)
+	}
+	if _, err := sinkPayloads([]byte("{"), "application/json"); err == nil {
+		t.Fatal("broken JSON accepted")
+	}
+}

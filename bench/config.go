@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ const (
 	ScenarioLatency = "latency"
 	ScenarioQueue   = "queue"
 	ScenarioConns   = "conns"
+	ScenarioWebhook = "webhook"
 )
 
 // Topic layouts of the pubsub scenario.
@@ -94,6 +96,9 @@ type Config struct {
 	// PID is the broker's process id; when set, the conns scenario reads its
 	// VmRSS before connecting and at the end of Hold.
 	PID int `json:"pid,omitempty"`
+	// Sink is the address the webhook scenario's HTTP server listens on;
+	// the broker's http bridge must send --topic's messages there.
+	Sink string `json:"sink,omitempty"`
 }
 
 // DefaultConfig returns the defaults for a scenario (pubsub when empty).
@@ -128,6 +133,9 @@ func DefaultConfig(scenario string) Config {
 	case ScenarioQueue:
 		c.QoS = 1
 		c.Subs = 4
+	case ScenarioWebhook:
+		c.QoS = 1
+		c.Sink = "127.0.0.1:18090"
 	}
 	return c
 }
@@ -141,9 +149,9 @@ func (p *problems) addf(format string, args ...any) { *p = append(*p, fmt.Errorf
 func (c *Config) Validate() error {
 	var p problems
 	switch c.Scenario {
-	case ScenarioPubSub, ScenarioLatency, ScenarioQueue, ScenarioConns:
+	case ScenarioPubSub, ScenarioLatency, ScenarioQueue, ScenarioConns, ScenarioWebhook:
 	default:
-		p.addf("scenario %q: must be one of pubsub, latency, queue, conns", c.Scenario)
+		p.addf("scenario %q: must be one of pubsub, latency, queue, conns, webhook", c.Scenario)
 	}
 	if _, err := parseBrokerURL(c.URL); err != nil {
 		p.addf("--url %q: %w", c.URL, err)
@@ -212,6 +220,10 @@ func (c *Config) validateMessages(p *problems) {
 	case ScenarioLatency:
 		if c.Pubs != 1 || c.Subs != 1 {
 			p.addf("latency runs 1 publisher and 1 subscriber (got --pubs %d --subs %d); use pubsub for more", c.Pubs, c.Subs)
+		}
+	case ScenarioWebhook:
+		if _, _, err := net.SplitHostPort(c.Sink); err != nil {
+			p.addf("--sink %q: want host:port for the HTTP sink", c.Sink)
 		}
 	case ScenarioQueue:
 		if c.Subs < 1 {

@@ -31,6 +31,9 @@ Scenarios (each bounded by --duration and by interruption):
            pairs: N publisher/subscriber pairs, each on its own topic
   latency  pubsub with 1 publisher and 1 subscriber, QoS 1, paced at --rate (default 5000/s)
   queue    --pubs N publishers → $share/GROUP/TOPIC with --subs M consumers (default 4), QoS 1
+  webhook  --pubs N publishers → TOPIC, delivered by the broker's http bridge to an HTTP sink on
+           --sink (configure a bridge with filters [TOPIC/#] and url http://SINK/); raw or json bodies,
+           batches (JSON arrays) too
   conns    --conns N idle connections held for --hold; --pid PID adds the broker's memory per connection
 
 Reports messages/s sent (acknowledged for QoS ≥ 1), deliveries/s, loss, duplicates,
@@ -66,6 +69,7 @@ func flags(c *Config, json, verbose *bool) *flag.FlagSet {
 	fs.StringVar(&c.TopicMode, "topic-mode", c.TopicMode, "pubsub `layout`: fanin, fanout or pairs")
 	fs.StringVar(&c.Topic, "topic", c.Topic, "topic `prefix`; the run id and a suffix follow")
 	fs.StringVar(&c.Group, "group", c.Group, "shared subscription `group` (queue)")
+	fs.StringVar(&c.Sink, "sink", "127.0.0.1:18090", "`address` of the webhook scenario's HTTP sink (the broker's http bridge posts there)")
 	fs.Float64Var(&c.Rate, "rate", c.Rate, "`msg/s` per publisher, 0 = as fast as possible (latency: default 5000)")
 	fs.IntVar(&c.Inflight, "inflight", c.Inflight, "QoS ≥ 1 publishes each publisher keeps `outstanding`")
 	fs.DurationVar(&c.Drain, "drain", c.Drain, "`wait` after publishing for acks and deliveries before counting loss")
@@ -152,9 +156,9 @@ func parseInterleaved(fs *flag.FlagSet, args []string) (string, error) {
 		}
 		scenario, args = rest[0], rest[1:]
 		switch scenario {
-		case ScenarioPubSub, ScenarioLatency, ScenarioQueue, ScenarioConns:
+		case ScenarioPubSub, ScenarioLatency, ScenarioQueue, ScenarioConns, ScenarioWebhook:
 		default:
-			return "", fmt.Errorf("unknown scenario %q: want pubsub, latency, queue or conns", scenario)
+			return "", fmt.Errorf("unknown scenario %q: want pubsub, latency, queue, conns or webhook", scenario)
 		}
 	}
 }
