@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -173,8 +174,16 @@ func (h *Hook) OnSysInfoTick(*system.Info) {
 			{"dead_lettered", strconv.FormatUint(s.DeadLettered, 10)},
 			{"dropped", strconv.FormatUint(s.Dropped, 10)},
 			{"last_error", s.LastError},
+			{"last_error_at", lastErrorAt(s)},
 		} {
 			_ = h.server.Publish(base+v.name, []byte(v.val), false, 0)
 		}
 	}
+}
+
+func lastErrorAt(s Status) string {
+	if s.LastErrorAt.IsZero() {
+		return ""
+	}
+	return s.LastErrorAt.UTC().Format(time.RFC3339)
 }

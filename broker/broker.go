@@ -139,13 +139,21 @@ func (b *Broker) build() error {
 	})
 	b.queues = queue.New(b.server, b.store, b.persist, cfg.queueSettings(), queue.Defaults(), b.log.With("hook", "queue"))
 	b.bridges = bridge.NewHook(b.server, b.persist, b.log.With("hook", "bridge"))
+	username := func(clientID string) string {
+		if cl, ok := b.server.Clients.Get(clientID); ok {
+			return string(cl.Properties.Username)
+		}
+		return ""
+	}
 	for i, bc := range cfg.Bridges {
 		var sender bridge.Sender
 		var err error
+		wc := bc.webhookConfig()
+		wc.Username = username
 		if bc.Mode == "request" {
-			sender, err = httpbridge.NewRequester(bc.webhookConfig(), bc.ReplyTopic, int64(cfg.MQTT.MaxPacketSize), b.bridges.Publish)
+			sender, err = httpbridge.NewRequester(wc, bc.ReplyTopic, int64(cfg.MQTT.MaxPacketSize), b.bridges.Publish)
 		} else {
-			sender, err = httpbridge.NewWebhook(bc.webhookConfig())
+			sender, err = httpbridge.NewWebhook(wc)
 		}
 		if err != nil {
 			return fmt.Errorf("config: bridges[%d]: %w", i, err)

@@ -38,6 +38,8 @@ type WebhookConfig struct {
 	Body    string            // raw (default), json or template
 	// Template is the body template for BodyTemplate, over Envelope.
 	Template string
+	// Username, when set, names the publisher's user for the envelope.
+	Username func(clientID string) string
 }
 
 // Envelope is the JSON form of a message.
@@ -48,6 +50,7 @@ type Envelope struct {
 	QoS             byte              `json:"qos"`
 	Retain          bool              `json:"retain"`
 	ClientID        string            `json:"client_id,omitempty"`
+	Username        string            `json:"username,omitempty"`
 	Timestamp       time.Time         `json:"timestamp"`
 	ContentType     string            `json:"content_type,omitempty"`
 	ResponseTopic   string            `json:"response_topic,omitempty"`
@@ -193,6 +196,15 @@ func (w *Webhook) Send(ctx context.Context, msgs []packets.Packet) error {
 }
 
 // request builds the HTTP request for msgs.
+// envelope describes pk, with its publisher's username when known.
+func (w *Webhook) envelope(pk packets.Packet) Envelope {
+	e := NewEnvelope(pk)
+	if w.cfg.Username != nil && pk.Origin != "" {
+		e.Username = w.cfg.Username(pk.Origin)
+	}
+	return e
+}
+
 func (w *Webhook) request(ctx context.Context, msgs []packets.Packet) (*nethttp.Request, error) {
 	url, err := w.renderURL(msgs[0])
 	if err != nil {
@@ -209,17 +221,17 @@ func (w *Webhook) request(ctx context.Context, msgs []packets.Packet) (*nethttp.
 		}
 	case BodyJSON:
 		if len(msgs) == 1 {
-			body, err = json.Marshal(NewEnvelope(msgs[0]))
+			body, err = json.Marshal(w.envelope(msgs[0]))
 		} else {
 			envs := make([]Envelope, len(msgs))
 			for i := range msgs {
-				envs[i] = NewEnvelope(msgs[i])
+				envs[i] = w.envelope(msgs[i])
 			}
 			body, err = json.Marshal(envs)
 		}
 	case BodyTemplate:
 		var b bytes.Buffer
-		err = w.body.Execute(&b, NewEnvelope(msgs[0]))
+		err = w.body.Execute(&b, w.envelope(msgs[0]))
 		body = b.Bytes()
 		ctype = "text/plain; charset=utf-8"
 	}

@@ -69,7 +69,7 @@ func TestWebhookRawWithURLTemplateAndHeaders(t *testing.T) {
 
 func TestWebhookJSONEnvelopeAndBatch(t *testing.T) {
 	srv, got := endpoint(t, 200, nil)
-	w, err := NewWebhook(WebhookConfig{URL: srv.URL + "/in", Body: BodyJSON})
+	w, err := NewWebhook(WebhookConfig{URL: srv.URL + "/in", Body: BodyJSON, Username: func(id string) string { return "user-of-" + id }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestWebhookJSONEnvelopeAndBatch(t *testing.T) {
 	if err := json.Unmarshal(got()[0].body, &envs); err != nil {
 		t.Fatal(err)
 	}
-	if len(envs) != 2 || envs[0].Payload != "hello" || envs[0].PayloadEncoding != "utf8" || envs[0].ClientID != "dev-7" ||
+	if len(envs) != 2 || envs[0].Payload != "hello" || envs[0].PayloadEncoding != "utf8" || envs[0].ClientID != "dev-7" || envs[0].Username != "user-of-dev-7" ||
 		envs[0].UserProperties["k"] != "v" || envs[1].PayloadEncoding != "base64" || envs[1].Payload != "//4=" {
 		t.Fatalf("envelopes %+v", envs)
 	}
