@@ -18,6 +18,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	topics "github.com/motemq/mote/internal/topic"
 	"github.com/motemq/mote/persistence"
 )
 
@@ -126,7 +127,7 @@ func (b *Bridge) Name() string { return b.cfg.Name }
 // Matches reports whether topic matches one of the bridge's filters.
 func (b *Bridge) Matches(topic string) bool {
 	for _, f := range b.cfg.Filters {
-		if matchFilter(f, topic) {
+		if topics.Match(f, topic) {
 			return true
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	topics "github.com/motemq/mote/internal/topic"
 )
 
 // Config configures one outbound bridge.
@@ -78,7 +80,7 @@ func (cfg Config) Validate() error {
 		bad("filters", "at least one topic filter is required")
 	}
 	for i, f := range cfg.Filters {
-		if !validFilter(f) {
+		if !topics.ValidFilter(f) {
 			bad(fmt.Sprintf("filters[%d]", i), "%q is not a valid topic filter", f)
 		}
 	}
@@ -132,43 +134,4 @@ func (cfg Config) withDefaults() Config {
 	}
 	cfg.Filters = append([]string(nil), cfg.Filters...)
 	return cfg
-}
-
-// validFilter checks an MQTT topic filter.
-func validFilter(f string) bool {
-	if f == "" {
-		return false
-	}
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		if l == "#" && i != len(levels)-1 {
-			return false
-		}
-		if l != "#" && l != "+" && strings.ContainsAny(l, "+#") {
-			return false
-		}
-	}
-	return true
-}
-
-// matchFilter reports whether topic matches filter; wildcards at the first
-// level do not match topics starting with '$'.
-func matchFilter(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	f := strings.Split(filter, "/")
-	t := strings.Split(topic, "/")
-	for i, l := range f {
-		if l == "#" {
-			return true
-		}
-		if i >= len(t) {
-			return false
-		}
-		if l != "+" && l != t[i] {
-			return false
-		}
-	}
-	return len(f) == len(t)
 }

@@ -5,6 +5,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	topics "github.com/motemq/mote/internal/topic"
 )
 
 // Strategies for handing a message to one member of a group.
@@ -74,7 +76,7 @@ func (s Settings) Validate(key string) []error {
 		if strings.ContainsAny(s.Name, "*?[\\") {
 			bad("filter", "a declared queue needs a plain name, not the pattern %q", s.Name)
 		}
-		if !validFilter(s.Filter) {
+		if !topics.ValidFilter(s.Filter) {
 			bad("filter", "%q is not a valid topic filter", s.Filter)
 		}
 	}
@@ -123,43 +125,4 @@ func match(entries []Settings, defaults Settings, group string) Settings {
 	d := defaults
 	d.Name = group
 	return d
-}
-
-// validFilter checks an MQTT topic filter.
-func validFilter(f string) bool {
-	if f == "" {
-		return false
-	}
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		if l == "#" && i != len(levels)-1 {
-			return false
-		}
-		if l != "#" && l != "+" && strings.ContainsAny(l, "+#") {
-			return false
-		}
-	}
-	return true
-}
-
-// matches reports whether topic matches filter, with the rule that
-// wildcards at the first level do not match topics starting with '$'.
-func matches(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	f := strings.Split(filter, "/")
-	t := strings.Split(topic, "/")
-	for i, l := range f {
-		if l == "#" {
-			return true
-		}
-		if i >= len(t) {
-			return false
-		}
-		if l != "+" && l != t[i] {
-			return false
-		}
-	}
-	return len(f) == len(t)
 }

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	topics "github.com/motemq/mote/internal/topic"
 )
 
 func TestMatches(t *testing.T) {
@@ -23,8 +25,8 @@ func TestMatches(t *testing.T) {
 		{"a/b", "a/b", true},
 		{"a/b", "a/b/c", false},
 	} {
-		if got := matches(tc.filter, tc.topic); got != tc.want {
-			t.Errorf("matches(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
+		if got := topics.Match(tc.filter, tc.topic); got != tc.want {
+			t.Errorf("topics.Match(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
 		}
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 
+	topics "github.com/motemq/mote/internal/topic"
 	"github.com/motemq/mote/persistence"
 )
 
@@ -274,13 +275,13 @@ func (mg *Manager) groupsFor(topic string) []string {
 	var groups []string
 	for key := range mg.server.Topics.Subscribers(topic).Shared {
 		// matches applies [MQTT-4.7.2-1]: $share/g/# gets no $SYS topics.
-		if g, f, ok := memberOf(key); ok && matches(f, topic) && !slices.Contains(groups, g) {
+		if g, f, ok := memberOf(key); ok && topics.Match(f, topic) && !slices.Contains(groups, g) {
 			groups = append(groups, g)
 		}
 	}
 	mg.mu.Lock()
 	for g, q := range mg.queues {
-		if q.declared && matches(q.set.Filter, topic) && !slices.Contains(groups, g) {
+		if q.declared && topics.Match(q.set.Filter, topic) && !slices.Contains(groups, g) {
 			groups = append(groups, g)
 		}
 	}
