@@ -4,32 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	topics "github.com/motemq/mote/internal/topic"
 )
-
-func TestMatches(t *testing.T) {
-	for _, tc := range []struct {
-		filter, topic string
-		want          bool
-	}{
-		{"jobs/#", "jobs", true},
-		{"jobs/#", "jobs/a/b", true},
-		{"jobs/+", "jobs/a", true},
-		{"jobs/+", "jobs/a/b", false},
-		{"jobs/+", "jobs", false},
-		{"+/x", "/x", true},
-		{"#", "$SYS/x", false},
-		{"+/x", "$q/x", false},
-		{"$q/#", "$q/x", true},
-		{"a/b", "a/b", true},
-		{"a/b", "a/b/c", false},
-	} {
-		if got := topics.Match(tc.filter, tc.topic); got != tc.want {
-			t.Errorf("topics.Match(%q, %q) = %v, want %v", tc.filter, tc.topic, got, tc.want)
-		}
-	}
-}
 
 func TestSettingsValidate(t *testing.T) {
 	ok := Defaults()
