@@ -68,7 +68,7 @@ func webhookBridge(url string) func(*broker.Config) {
 		c.Bridges = []broker.BridgeConfig{{
 			Name: "hooks", Type: "http", Filters: []string{"events/#"}, URL: url + "/in/{{level 1}}", Body: "json",
 			BackoffMin: broker.Duration(10 * time.Millisecond), BackoffMax: broker.Duration(50 * time.Millisecond),
-			MaxAttempts: 3, BreakerFailures: 100,
+			MaxAttempts: 1000, BreakerFailures: 100, // retried until the test lets it through
 		}}
 	}
 }
