@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -261,6 +262,28 @@ func EncodeMessage(pk packets.Packet, deliveries int) []byte {
 	r := record{State: byte(min(deliveries, 255)), Packet: pk}
 	r.Packet.Connect = packets.ConnectParams{}
 	return encodeRecord(nil, &r)
+}
+
+// EncodeMessageAt is EncodeMessage that also keeps when the message was
+// stored, to the millisecond (mochi's Created has whole seconds).
+func EncodeMessageAt(pk packets.Packet, deliveries int, stored time.Time) []byte {
+	r := record{State: byte(min(deliveries, 255)), Seq: uint64(max(stored.UnixMilli(), 0)), Packet: pk}
+	r.Packet.Connect = packets.ConnectParams{}
+	return encodeRecord(nil, &r)
+}
+
+// DecodeMessageAt reverses EncodeMessageAt (stored is zero for a value
+// written by EncodeMessage).
+func DecodeMessageAt(b []byte) (packets.Packet, int, time.Time, error) {
+	r, err := decodeRecord(string(b))
+	if err != nil {
+		return packets.Packet{}, 0, time.Time{}, err
+	}
+	var stored time.Time
+	if r.Seq > 0 {
+		stored = time.UnixMilli(int64(r.Seq))
+	}
+	return r.Packet, int(r.State), stored, nil
 }
 
 // DecodeMessage reverses EncodeMessage.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -252,4 +253,16 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("encoding not stable: %x then %x", enc, enc2)
 		}
 	})
+}
+
+func TestEncodeMessageAtKeepsMilliseconds(t *testing.T) {
+	at := time.UnixMilli(1795600000123)
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "a/b", Payload: []byte("x"), Created: 1795600000}
+	got, n, stored, err := DecodeMessageAt(EncodeMessageAt(pk, 3, at))
+	if err != nil || n != 3 || !stored.Equal(at) || got.TopicName != "a/b" {
+		t.Fatalf("decoded %v %d %v %v", got.TopicName, n, stored, err)
+	}
+	if _, _, stored, _ := DecodeMessageAt(EncodeMessage(pk, 0)); !stored.IsZero() {
+		t.Fatalf("EncodeMessage stored %v, want none", stored)
+	}
 }

@@ -302,7 +302,7 @@ func (mg *Manager) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	if pk.Created == 0 {
 		pk.Created = time.Now().Unix()
 	}
-	value := persistence.EncodeMessage(pk, 0)
+	value := persistence.EncodeMessageAt(pk, 0, time.Now())
 	mg.mu.Lock()
 	defer mg.mu.Unlock()
 	for _, g := range groups {
@@ -435,8 +435,8 @@ func (mg *Manager) Stats() []Stats {
 			}
 		}
 		_ = q.log.Scan(0, func(e persistence.Entry) bool {
-			if pk, _, err := persistence.DecodeMessage(e.Value); err == nil && pk.Created > 0 {
-				s.OldestAge = now.Sub(time.Unix(pk.Created, 0))
+			if _, _, stored, err := persistence.DecodeMessageAt(e.Value); err == nil && !stored.IsZero() {
+				s.OldestAge = now.Sub(stored)
 			}
 			return false
 		})

@@ -211,14 +211,14 @@ func (mg *Manager) dispatch(q *queue, now time.Time) {
 			return
 		}
 		e := entries[0]
-		pk, n, err := persistence.DecodeMessage(e.Value)
+		pk, n, stored, err := persistence.DecodeMessageAt(e.Value)
 		n = max(n, q.counts[e.ID])
 		if err != nil {
 			mg.log.Error("queue: dropping an unreadable message", "group", q.group, "id", e.ID, "error", err)
 			q.ack(e.ID)
 			continue
 		}
-		if q.expired(&pk, now) {
+		if q.expired(&pk, stored, now) {
 			q.st.Expired++
 			q.ack(e.ID)
 			continue
@@ -261,7 +261,7 @@ func (mg *Manager) dispatch(q *queue, now time.Time) {
 		if n > 1 {
 			// The count is stored from the second delivery on: after a
 			// crash a message is delivered at most once more than counted.
-			if _, err := q.log.Put(e.ID, persistence.EncodeMessage(pk, n)); err != nil {
+			if _, err := q.log.Put(e.ID, persistence.EncodeMessageAt(pk, n, stored)); err != nil {
 				continue // purged meanwhile: nothing to deliver
 			}
 		}
@@ -305,11 +305,14 @@ func (q *queue) ack(id uint64) {
 	q.log.Ack(id)
 }
 
-func (q *queue) expired(pk *packets.Packet, now time.Time) bool {
+func (q *queue) expired(pk *packets.Packet, stored, now time.Time) bool {
 	if pk.Expiry > 0 && pk.Expiry < now.Unix() {
 		return true
 	}
-	return q.set.MessageTTL > 0 && pk.Created > 0 && now.Sub(time.Unix(pk.Created, 0)) > q.set.MessageTTL
+	if stored.IsZero() && pk.Created > 0 {
+		stored = time.Unix(pk.Created, 0)
+	}
+	return q.set.MessageTTL > 0 && !stored.IsZero() && now.Sub(stored) > q.set.MessageTTL
 }
 
 // deadLetter publishes pk to the queue's dead-letter topic with why.
