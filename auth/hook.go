@@ -462,10 +462,13 @@ func (st *state) cached(user string, sum [32]byte) bool {
 // verified before (no bcrypt needed).
 func (h *Hook) knownGood(st *state, pk packets.Packet) bool {
 	c := pk.Connect
-	if st.users == nil || !c.UsernameFlag || !c.PasswordFlag {
-		return false
-	}
-	return st.cached(string(c.Username), h.passwordSum(string(c.Username), c.Password))
+	return c.UsernameFlag && c.PasswordFlag && h.verifiedBefore(st, string(c.Username), c.Password)
+}
+
+// verifiedBefore reports whether password is user's last verified one (a
+// cache hit: no bcrypt, and no failed-login budget spent).
+func (h *Hook) verifiedBefore(st *state, user string, password []byte) bool {
+	return st.users != nil && st.cached(user, h.passwordSum(user, password))
 }
 
 // checkPassword runs bcrypt, or compares with the cached last good password.
@@ -583,10 +586,13 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return true
 	}
 	acl := h.st.Load().acl
-	if acl.Empty() && !h.hasTokenScope(cl) {
-		return true
+	if acl.Empty() && h.jwt == nil {
+		return true // nothing can restrict anyone: skip the identity lookup
 	}
 	id := h.identity(cl)
+	if acl.Empty() && id.TokenPublish == nil && id.TokenSubscribe == nil {
+		return true
+	}
 	if write {
 		if acl.CanPublish(id, topic) {
 			return true
@@ -609,16 +615,6 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // resumed session's stored messages are sent).
 func (h *Hook) CanDeliver(cl *mqtt.Client, topic string) bool {
 	return h.OnACLCheck(cl, topic, false)
-}
-
-func (h *Hook) hasTokenScope(cl *mqtt.Client) bool {
-	if h.jwt == nil {
-		return false
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	c, ok := h.clients[cl]
-	return ok && (c.id.TokenPublish != nil || c.id.TokenSubscribe != nil)
 }
 
 // OnSubscribe refuses the filters beyond limits.max_subscriptions (SUBACK

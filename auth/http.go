@@ -36,7 +36,7 @@ func (h *Hook) AuthenticateHTTP(r *http.Request) (Identity, error) {
 		return Identity{}, ErrUnauthenticated
 	}
 	// As for CONNECT: credentials verified before skip the budget.
-	throttled := h.failRate != nil && !(basic && st.users != nil && st.cached(user, h.passwordSum(user, []byte(pass))))
+	throttled := h.failRate != nil && !(basic && h.verifiedBefore(st, user, []byte(pass)))
 	if throttled && !h.failRate.begin(addr) {
 		h.Counters.LoginThrottled.Add(1)
 		return Identity{}, ErrThrottled

@@ -114,7 +114,7 @@ type Hook struct {
 // stub, for inbound QoS 2) is durable.
 type walEntry struct {
 	id     uint64
-	key    string // record key; "" when only Durable ops were added
+	key    string // record key; "" when only a feature's writes were added (WaitFor)
 	stub   string // value written after routing instead of a delete
 	batch  *Batch // latest batch to wait for before acknowledging
 	routed bool
@@ -675,25 +675,6 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	h.walMu.Unlock()
 	h.Counters.WALWrites.Add(1)
 	return pk, nil
-}
-
-// Durable adds ops to the durability point of a publish: they are committed
-// no later than the batch the Barrier waits for before the publisher is
-// acknowledged. Features (queues, bridge outboxes) call it from OnPublish.
-func (h *Hook) Durable(pk *packets.Packet, ops ...Op) {
-	id := tagID(pk)
-	if id == 0 {
-		id = h.next()
-		tag(pk, id)
-	}
-	h.walMu.Lock()
-	e := h.wal[id]
-	if e == nil {
-		e = &walEntry{id: id}
-		h.wal[id] = e
-	}
-	e.batch = h.store.Write(ops...)
-	h.walMu.Unlock()
 }
 
 // inbound record states.

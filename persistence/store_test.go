@@ -799,7 +799,7 @@ func TestOnFatalIsSettable(t *testing.T) {
 }
 
 func TestEmptyWriteCompletesOnIdleStore(t *testing.T) {
-	// A batch handed out for no ops (Log.Ack of unknown ids, Hook.Durable
+	// A batch handed out for no ops (Log.Ack of unknown ids, Hook.WaitFor
 	// with nothing to add, an empty Purge) must still complete: callers
 	// Wait on it.
 	s := openTestStore(t, t.TempDir(), Config{})
