@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,22 +122,7 @@ func TestKill9MidStream(t *testing.T) {
 			sub := brokertest.MustV5(t, p.Addr(broker.ListenerMQTT), o)
 			sub.Sub(t, qos, "stream/#")
 			c := NewChecker()
-			var got sync.WaitGroup
-			stopRead := make(chan struct{})
-			got.Add(1)
-			go func() {
-				defer got.Done()
-				for {
-					select {
-					case <-stopRead:
-						return
-					default:
-					}
-					if m, ok := sub.Try(50 * time.Millisecond); ok {
-						c.Delivered(m.Payload)
-					}
-				}
-			}()
+			stopRead := Collect(c, sub.Inbox)
 
 			pub, err := brokertest.ConnectV5(context.Background(), p.Addr(broker.ListenerMQTT), brokertest.Options{ID: "pub", Clean: true})
 			if err != nil {
@@ -161,8 +145,7 @@ func TestKill9MidStream(t *testing.T) {
 				}
 				acked.Add(1)
 			}
-			close(stopRead)
-			got.Wait()
+			stopRead()
 			t.Logf("killed after %d acknowledged publishes", acked.Load())
 
 			p = brokertest.Spawn(t, moteBin, dir)

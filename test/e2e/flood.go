@@ -48,3 +48,25 @@ func Flood(t *testing.T, addr, topic string, publishers, n int, c *Checker) {
 		t.Fatalf("%d publishes to %q failed, first: %v", failed.Load(), topic, firstErr.Load())
 	}
 }
+
+// Collect records every message arriving in the inboxes as delivered to c,
+// until the returned stop function is called (it waits for the readers).
+func Collect(c *Checker, inboxes ...*brokertest.Inbox) (stop func()) {
+	done := make(chan struct{})
+	var readers sync.WaitGroup
+	for _, in := range inboxes {
+		readers.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if m, ok := in.Try(20 * time.Millisecond); ok {
+					c.Delivered(m.Payload)
+				}
+			}
+		})
+	}
+	return func() { close(done); readers.Wait() }
+}

@@ -125,22 +125,11 @@ func TestKill9QueueMidStream(t *testing.T) {
 		return ws
 	}
 	workers := sub(p)
-	stopRead := make(chan struct{})
-	var readers sync.WaitGroup
-	for _, w := range workers {
-		readers.Go(func() {
-			for {
-				select {
-				case <-stopRead:
-					return
-				default:
-				}
-				if m, ok := w.Try(20 * time.Millisecond); ok {
-					c.Delivered(m.Payload)
-				}
-			}
-		})
+	inboxes := make([]*brokertest.Inbox, len(workers))
+	for i, w := range workers {
+		inboxes[i] = w.Inbox
 	}
+	stopRead := Collect(c, inboxes...)
 
 	pub, err := brokertest.ConnectV5(context.Background(), p.Addr(broker.ListenerMQTT), brokertest.Options{ID: "pub", Clean: true})
 	if err != nil {
@@ -163,8 +152,7 @@ func TestKill9QueueMidStream(t *testing.T) {
 		}
 		acked++
 	}
-	close(stopRead)
-	readers.Wait()
+	stopRead()
 	for _, w := range workers {
 		w.Drop()
 	}
@@ -172,7 +160,7 @@ func TestKill9QueueMidStream(t *testing.T) {
 	t.Logf("killed after %d acknowledged publishes", acked)
 
 	p = brokertest.Spawn(t, moteBin, dir, args...)
-	var inboxes []*brokertest.Inbox
+	inboxes = nil
 	for _, w := range sub(p) {
 		inboxes = append(inboxes, w.Inbox)
 	}
