@@ -25,6 +25,7 @@ import (
 	"github.com/motemq/mote/auth"
 	"github.com/motemq/mote/broker"
 	"github.com/motemq/mote/broker/brokertest"
+	"github.com/motemq/mote/internal/testpki"
 )
 
 // Authentication, authorisation and abuse limits, end to end: a real broker
@@ -705,9 +706,9 @@ func TestAuthJWT(t *testing.T) {
 
 // 8. mTLS: the username comes from the client certificate's CN.
 func TestAuthClientCertificate(t *testing.T) {
-	pki := newPKI(t) // client certificate CN "device-7"
+	pki := testpki.New(t) // client certificate CN "device-7"
 	b := secure(t, func(c *broker.Config) {
-		c.Listeners.MQTTS = broker.TCPListener{Address: "127.0.0.1:0", TLSFiles: broker.TLSFiles{Cert: pki.certFile, Key: pki.keyFile, ClientCA: pki.caFile}}
+		c.Listeners.MQTTS = broker.TCPListener{Address: "127.0.0.1:0", TLSFiles: broker.TLSFiles{Cert: pki.CertFile, Key: pki.KeyFile, ClientCA: pki.CAFile}}
 		c.Auth.CertUsername = "cn"
 		c.Auth.ACL = []broker.ACLRule{
 			{Permission: "allow", User: "device-7", Action: "pub", Topic: "d/%u/#"},
@@ -717,7 +718,7 @@ func TestAuthClientCertificate(t *testing.T) {
 	reader := must5(t, b.Addr(broker.ListenerMQTT), brokertest.Options{ID: "reader", Clean: true})
 	reader.sub(t, 1, "#")
 	dev := must5(t, b.Addr(broker.ListenerMQTTS), brokertest.Options{ID: "dev", Clean: true,
-		TLS: &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}}})
+		TLS: &tls.Config{RootCAs: pki.Pool, Certificates: []tls.Certificate{pki.Client}}})
 	if cl, ok := b.Server().Clients.Get("dev"); !ok || string(cl.Properties.Username) != "device-7" {
 		t.Fatalf("username not taken from the certificate: %v", cl)
 	}

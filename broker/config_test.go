@@ -1,15 +1,8 @@
 package broker
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"math"
-	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/motemq/mote/internal/testpki"
 	"github.com/motemq/mote/persistence"
 )
 
@@ -456,39 +450,10 @@ func TestConfigFileErrors(t *testing.T) {
 	wantErrContains(t, err, "config: "+bad+" is not valid:", "mqtt.max_inflight:")
 }
 
-// writeTestCert writes a self-signed certificate and its key as PEM files.
-func writeTestCert(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mote test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = writeFile(t, dir, "cert.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
-	keyFile = writeFile(t, dir, "key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})))
-	return certFile, keyFile
-}
-
 func TestTLSFiles(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := writeTestCert(t, dir)
+	pki := testpki.New(t)
+	cert, key := pki.CertFile, pki.KeyFile
 	missing := filepath.Join(dir, "missing.pem")
 
 	t.Run("not found", func(t *testing.T) {
@@ -506,7 +471,7 @@ func TestTLSFiles(t *testing.T) {
 		}
 	})
 	t.Run("valid", func(t *testing.T) {
-		yaml := "listeners:\n  mqtts:\n    address: \":8883\"\n    cert: " + cert + "\n    key: " + key + "\n    client_ca: " + cert + "\n"
+		yaml := "listeners:\n  mqtts:\n    address: \":8883\"\n    cert: " + cert + "\n    key: " + key + "\n    client_ca: " + pki.CAFile + "\n"
 		c, err := ParseConfig("tls.yaml", []byte(yaml))
 		if err != nil {
 			t.Fatalf("valid TLS files refused: %v", err)

@@ -2,18 +2,8 @@ package broker_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -22,95 +12,20 @@ import (
 
 	"github.com/motemq/mote/broker"
 	"github.com/motemq/mote/broker/brokertest"
+	"github.com/motemq/mote/internal/testpki"
 )
-
-// testPKI is a CA with a server certificate for 127.0.0.1 and a client
-// certificate, written as PEM files.
-type testPKI struct {
-	caFile, certFile, keyFile string
-	pool                      *x509.CertPool
-	client                    tls.Certificate
-}
-
-func newPKI(t *testing.T) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "mote test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP) ([]byte, *ecdsa.PrivateKey) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, key
-	}
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	keyDER := func(k *ecdsa.PrivateKey) []byte {
-		b, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	srvDER, srvKey := issue(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
-	cliDER, cliKey := issue(3, "device-7", x509.ExtKeyUsageClientAuth, nil)
-	p := testPKI{
-		caFile:   write("ca.pem", "CERTIFICATE", caDER),
-		certFile: write("server.pem", "CERTIFICATE", srvDER),
-		keyFile:  write("server-key.pem", "EC PRIVATE KEY", keyDER(srvKey)),
-		pool:     x509.NewCertPool(),
-	}
-	p.pool.AddCert(ca)
-	p.client = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
-	return p
-}
 
 // TLS listeners (mqtts and wss) with a client CA: a client with a
 // certificate the CA signed talks to a plain TCP client through the broker;
 // one without a certificate is refused in the handshake.
 func TestTLSListenersWithClientCA(t *testing.T) {
-	pki := newPKI(t)
-	files := broker.TLSFiles{Cert: pki.certFile, Key: pki.keyFile, ClientCA: pki.caFile}
+	pki := testpki.New(t)
+	files := broker.TLSFiles{Cert: pki.CertFile, Key: pki.KeyFile, ClientCA: pki.CAFile}
 	b := brokertest.Start(t, func(c *broker.Config) {
 		c.Listeners.MQTTS = broker.TCPListener{Address: "127.0.0.1:0", TLSFiles: files}
 		c.Listeners.WSS = broker.WSListener{Address: "127.0.0.1:0", Path: "/mqtt", TLSFiles: files}
 	})
-	withCert := &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}}
+	withCert := &tls.Config{RootCAs: pki.Pool, Certificates: []tls.Certificate{pki.Client}}
 	plain := brokertest.MustV5(t, b.Addr(broker.ListenerMQTT), brokertest.Options{ID: "plain", Clean: true})
 	plain.Sub(t, 1, "secure/#")
 
@@ -136,7 +51,7 @@ func TestTLSListenersWithClientCA(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			noCert := &tls.Config{RootCAs: pki.pool}
+			noCert := &tls.Config{RootCAs: pki.Pool}
 			c2, err := brokertest.ConnectV5(ctx, tc.addr, brokertest.Options{ID: "nocert-" + tc.name, Clean: true, WS: tc.ws, TLS: noCert})
 			if err == nil {
 				c2.Close()
