@@ -2,6 +2,9 @@ package bridge
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -12,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 
+	topics "github.com/motemq/mote/internal/topic"
 	"github.com/motemq/mote/persistence"
 )
 
@@ -21,6 +25,18 @@ const (
 	OriginHTTP   = "mote-http"   // the HTTP publish API's client (mochi sets Origin to it)
 	OriginBridge = "mote-bridge" // replies and dead letters the bridges publish
 )
+
+// InboundOrigin is the Origin (client id) of the messages that bridge
+// name's inbound side publishes; its outbound side skips them, so nothing
+// goes back where it came from.
+func InboundOrigin(name string) string { return OriginBridge + "/" + name }
+
+// Publish is how a bridge's inbound side hands a message to the broker. It
+// returns once a QoS 1/2 message is durable (acknowledge the far side
+// then). An error wrapped with Permanent means the broker refuses this
+// message (ACL, invalid topic, too large): do not retry it; any other error
+// is transient.
+type Publish func(ctx context.Context, pk packets.Packet) error
 
 // Hook is the mochi hook that hands every matching publish to the
 // outbound bridges: QoS 1/2 messages enter each bridge's durable outbox
@@ -33,6 +49,10 @@ type Hook struct {
 	bridges []*Bridge
 	skip    map[*Bridge][]string // origins a bridge does not send (its own inbound side)
 	inline  *mqtt.Client
+
+	// MaxPayload bounds what inbound sides may publish (0: no bound);
+	// set before serving.
+	MaxPayload int
 
 	mu   sync.Mutex
 	dead []packets.Packet
@@ -60,6 +80,44 @@ func (h *Hook) Add(b *Bridge, skipOrigins ...string) {
 // Publish injects a message as the bridges' own client (replies of
 // request/response bridges); Origin is OriginBridge.
 func (h *Hook) Publish(pk packets.Packet) error { return h.server.InjectPacket(h.inline, pk) }
+
+// Inbound returns the Publish function of bridge name's inbound side. It
+// checks the topic (concrete, not a $ topic, UTF-8), the payload size and
+// canPublish (the ACL of the user the bridge acts as; nil allows all), then
+// publishes as the client InboundOrigin(name).
+func (h *Hook) Inbound(name string, canPublish func(topic string) bool) Publish {
+	cl := h.server.NewClient(nil, mqtt.LocalListener, InboundOrigin(name), true)
+	return func(ctx context.Context, pk packets.Packet) error {
+		if err := topics.CheckName(pk.TopicName); err != nil {
+			return Permanent(err)
+		}
+		if h.MaxPayload > 0 && len(pk.Payload) > h.MaxPayload {
+			return Permanent(fmt.Errorf("payload of %d bytes is larger than mqtt.max_packet_size (%d)", len(pk.Payload), h.MaxPayload))
+		}
+		if canPublish != nil && !canPublish(pk.TopicName) {
+			return Permanent(fmt.Errorf("%w: bridge %s may not publish to %q (see auth.acl for the bridge's username)", ErrNotAuthorized, name, pk.TopicName))
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		pk.FixedHeader.Type = packets.Publish
+		if pk.FixedHeader.Qos > 0 && pk.PacketID == 0 {
+			pk.PacketID = 1 // mochi wants one for QoS > 0; the inline client never uses it
+		}
+		select {
+		case <-h.stop:
+			return ErrStopped
+		default:
+		}
+		return h.server.InjectPacket(cl, pk)
+	}
+}
+
+// Errors of Publish.
+var (
+	ErrNotAuthorized = errors.New("not authorized")
+	ErrStopped       = errors.New("bridge: the broker is shutting down")
+)
 
 // Bridges returns the registered bridges.
 func (h *Hook) Bridges() []*Bridge { return h.bridges }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/motemq/mote/auth"
 	"github.com/motemq/mote/bridge"
+	topics "github.com/motemq/mote/internal/topic"
 )
 
 // PublishRequest is one message in the JSON forms of the publish API.
@@ -244,17 +245,8 @@ func (p *PublishAPI) packet(req *PublishRequest) (packets.Packet, error) {
 		return packets.Packet{}, fail(nethttp.StatusBadRequest, format, args...)
 	}
 	t := req.Topic
-	switch {
-	case t == "":
-		return bad("topic: missing")
-	case !utf8.ValidString(t) || strings.ContainsRune(t, 0):
-		return bad("topic: must be UTF-8 without NUL")
-	case strings.ContainsAny(t, "+#"):
-		return bad("topic %q: wildcards are for subscriptions; publish to a concrete topic", t)
-	case strings.HasPrefix(t, "$"):
-		return bad("topic %q: topics starting with $ are the broker's", t)
-	case len(t) > 65535:
-		return bad("topic: longer than 65535 bytes")
+	if err := topics.CheckName(t); err != nil {
+		return bad("%v", err)
 	}
 	qos := byte(1)
 	if req.QoS != nil {

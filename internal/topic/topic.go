@@ -2,7 +2,12 @@
 // bridge packages (the auth package has its own, with placeholders).
 package topic
 
-import "strings"
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
 
 // ValidFilter reports whether f is a valid MQTT topic filter.
 func ValidFilter(f string) bool {
@@ -41,4 +46,24 @@ func Match(filter, topic string) bool {
 		}
 	}
 	return len(f) == len(t)
+}
+
+// CheckName checks a topic name that something other than an MQTT client
+// (the HTTP API, a bridge's inbound side) wants to publish to: not empty,
+// UTF-8 without NUL, no wildcards, not one of the broker's $ topics, at
+// most 65535 bytes. The error says what is wrong with t.
+func CheckName(t string) error {
+	switch {
+	case t == "":
+		return errors.New("topic: missing")
+	case !utf8.ValidString(t) || strings.ContainsRune(t, 0):
+		return errors.New("topic: must be UTF-8 without NUL")
+	case strings.ContainsAny(t, "+#"):
+		return fmt.Errorf("topic %q: wildcards are for subscriptions; publish to a concrete topic", t)
+	case strings.HasPrefix(t, "$"):
+		return fmt.Errorf("topic %q: topics starting with $ are the broker's", t)
+	case len(t) > 65535:
+		return errors.New("topic: longer than 65535 bytes")
+	}
+	return nil
 }
