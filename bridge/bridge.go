@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -370,10 +371,14 @@ func (b *Bridge) dispatch() time.Time {
 func (b *Bridge) send(batch []*item) {
 	defer b.sends.Done()
 	msgs := make([]packets.Packet, len(batch))
+	ids := make([]string, len(batch))
 	for i, it := range batch {
 		msgs[i] = it.pk
+		if it.id != 0 {
+			ids[i] = b.cfg.Name + "-" + strconv.FormatInt(it.pk.Created, 36) + "-" + strconv.FormatUint(it.id, 10)
+		}
 	}
-	err := b.safeSend(msgs)
+	err := b.safeSend(context.WithValue(b.ctx, idsKey{}, ids), msgs)
 	type dl struct {
 		pk       packets.Packet
 		reason   string
@@ -477,13 +482,24 @@ func (b *Bridge) send(batch []*item) {
 }
 
 // safeSend calls the sender, turning a panic into an error.
-func (b *Bridge) safeSend(msgs []packets.Packet) (err error) {
+func (b *Bridge) safeSend(ctx context.Context, msgs []packets.Packet) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("bridge: sender panicked: %v", r)
 		}
 	}()
-	return b.sender.Send(b.ctx, msgs)
+	return b.sender.Send(ctx, msgs)
+}
+
+type idsKey struct{}
+
+// MessageIDs returns, inside Send, a stable id for each message of msgs:
+// the same on every attempt and after a restart ("" for a QoS 0 message,
+// which has none). Senders give it to far sides that deduplicate (an AMQP
+// message-id, an idempotency key).
+func MessageIDs(ctx context.Context) []string {
+	ids, _ := ctx.Value(idsKey{}).([]string)
+	return ids
 }
 
 // backoff is the delay before attempt n+1: exponential, full jitter.
