@@ -409,6 +409,7 @@ func (b *Broker) routes() http.Handler {
 	api := httpbridge.NewPublishAPI(b.server, b.auth, int64(b.cfg.MQTT.MaxPacketSize), b.log.With("api", "publish"))
 	api.Ready = b.ready.Load
 	api.Register(mux)
+	b.registerAdmin(mux)
 	return mux
 }
 

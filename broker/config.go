@@ -35,6 +35,7 @@ type Config struct {
 	Limits      LimitsConfig      `yaml:"limits"`
 	Queues      []QueueConfig     `yaml:"queues"`
 	Bridges     []BridgeConfig    `yaml:"bridges"`
+	Admin       AdminConfig       `yaml:"admin"`
 
 	file string // where the file layer came from, for messages
 }
@@ -447,6 +448,7 @@ func (c *Config) Validate() error {
 	c.validateAuth(bad)
 	c.validateQueues(bad)
 	c.validateBridges(bad)
+	c.validateAdmin(bad)
 	if len(errs) == 0 {
 		return nil
 	}
