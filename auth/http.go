@@ -73,3 +73,10 @@ func (h *Hook) CanPublish(id Identity, topic string) bool {
 	h.Counters.PublishDenied.Add(1)
 	return false
 }
+
+// IdentityOf is the identity of a configured user acting through the
+// broker itself (a bridge's inbound side): the user's roles from the users
+// file, clientID for %c in ACL patterns.
+func (h *Hook) IdentityOf(user, clientID string) Identity {
+	return Identity{Username: user, ClientID: clientID, Roles: h.st.Load().users.rolesOf(user)}
+}

@@ -16,6 +16,7 @@ const (
 	ScenarioQueue   = "queue"
 	ScenarioConns   = "conns"
 	ScenarioWebhook = "webhook"
+	ScenarioAMQP    = "amqp"
 )
 
 // Topic layouts of the pubsub scenario.
@@ -99,6 +100,12 @@ type Config struct {
 	// Sink is the address the webhook scenario's HTTP server listens on;
 	// the broker's http bridge must send --topic's messages there.
 	Sink string `json:"sink,omitempty"`
+	// AMQPURL is the RabbitMQ the amqp scenario consumes from (never
+	// printed: it holds the password).
+	AMQPURL string `json:"-"`
+	// Exchange is where the broker's amqp bridge publishes the run's
+	// messages (amqp scenario).
+	Exchange string `json:"exchange,omitempty"`
 }
 
 // DefaultConfig returns the defaults for a scenario (pubsub when empty).
@@ -125,6 +132,8 @@ func DefaultConfig(scenario string) Config {
 		Drain:          2 * time.Second,
 		Conns:          1000,
 		Hold:           10 * time.Second,
+		AMQPURL:        "amqp://guest:guest@127.0.0.1:5672/",
+		Exchange:       "mote.bench",
 	}
 	switch scenario {
 	case ScenarioLatency:
@@ -136,6 +145,8 @@ func DefaultConfig(scenario string) Config {
 	case ScenarioWebhook:
 		c.QoS = 1
 		c.Sink = "127.0.0.1:18090"
+	case ScenarioAMQP:
+		c.QoS = 1
 	}
 	return c
 }
@@ -149,7 +160,7 @@ func (p *problems) addf(format string, args ...any) { *p = append(*p, fmt.Errorf
 func (c *Config) Validate() error {
 	var p problems
 	switch c.Scenario {
-	case ScenarioPubSub, ScenarioLatency, ScenarioQueue, ScenarioConns, ScenarioWebhook:
+	case ScenarioPubSub, ScenarioLatency, ScenarioQueue, ScenarioConns, ScenarioWebhook, ScenarioAMQP:
 	default:
 		p.addf("scenario %q: must be one of pubsub, latency, queue, conns, webhook", c.Scenario)
 	}
@@ -224,6 +235,13 @@ func (c *Config) validateMessages(p *problems) {
 	case ScenarioWebhook:
 		if _, _, err := net.SplitHostPort(c.Sink); err != nil {
 			p.addf("--sink %q: want host:port for the HTTP sink", c.Sink)
+		}
+	case ScenarioAMQP:
+		if u, err := url.Parse(c.AMQPURL); err != nil || (u.Scheme != "amqp" && u.Scheme != "amqps") || u.Host == "" {
+			p.addf("--amqp-url %q: want amqp://user:pass@host:port/vhost", redactURL(c.AMQPURL))
+		}
+		if c.Exchange == "" {
+			p.addf("--exchange: required (the exchange the broker's amqp bridge publishes to)")
 		}
 	case ScenarioQueue:
 		if c.Subs < 1 {

@@ -34,6 +34,9 @@ Scenarios (each bounded by --duration and by interruption):
   webhook  --pubs N publishers → TOPIC, delivered by the broker's http bridge to an HTTP sink on
            --sink (configure a bridge with filters [TOPIC/#] and url http://SINK/); raw or json bodies,
            batches (JSON arrays) too
+  amqp     --pubs N publishers → TOPIC, carried by the broker's amqp bridge (filters [TOPIC/#],
+           exchange --exchange, default routing keys) to RabbitMQ at --amqp-url, where a private
+           queue bound to the exchange counts them; publisher confirms make it at least once
   conns    --conns N idle connections held for --hold; --pid PID adds the broker's memory per connection
 
 Reports messages/s sent (acknowledged for QoS ≥ 1), deliveries/s, loss, duplicates,
@@ -70,6 +73,8 @@ func flags(c *Config, json, verbose *bool) *flag.FlagSet {
 	fs.StringVar(&c.Topic, "topic", c.Topic, "topic `prefix`; the run id and a suffix follow")
 	fs.StringVar(&c.Group, "group", c.Group, "shared subscription `group` (queue)")
 	fs.StringVar(&c.Sink, "sink", "127.0.0.1:18090", "`address` of the webhook scenario's HTTP sink (the broker's http bridge posts there)")
+	fs.StringVar(&c.AMQPURL, "amqp-url", c.AMQPURL, "RabbitMQ `URL` the amqp scenario consumes from")
+	fs.StringVar(&c.Exchange, "exchange", c.Exchange, "`exchange` the broker's amqp bridge publishes to (amqp)")
 	fs.Float64Var(&c.Rate, "rate", c.Rate, "`msg/s` per publisher, 0 = as fast as possible (latency: default 5000)")
 	fs.IntVar(&c.Inflight, "inflight", c.Inflight, "QoS ≥ 1 publishes each publisher keeps `outstanding`")
 	fs.DurationVar(&c.Drain, "drain", c.Drain, "`wait` after publishing for acks and deliveries before counting loss")
@@ -156,7 +161,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) (string, error) {
 		}
 		scenario, args = rest[0], rest[1:]
 		switch scenario {
-		case ScenarioPubSub, ScenarioLatency, ScenarioQueue, ScenarioConns, ScenarioWebhook:
+		case ScenarioPubSub, ScenarioLatency, ScenarioQueue, ScenarioConns, ScenarioWebhook, ScenarioAMQP:
 		default:
 			return "", fmt.Errorf("unknown scenario %q: want pubsub, latency, queue, conns or webhook", scenario)
 		}

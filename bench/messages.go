@@ -108,17 +108,24 @@ func (r *runner) runMessages(ctx context.Context, start *time.Time) (*MessageSta
 
 	// Connect and subscribe every subscriber, then connect every publisher.
 	connStart := time.Now()
-	if cfg.Scenario == ScenarioWebhook {
+	switch cfg.Scenario {
+	case ScenarioWebhook:
 		stop, err := m.startSink(m.subs[0])
 		if err != nil {
 			return nil, fmt.Errorf("bench: webhook sink on %s: %w", cfg.Sink, err)
 		}
 		defer stop()
+	case ScenarioAMQP:
+		stop, err := m.startAMQPSink(m.subs[0])
+		if err != nil {
+			return nil, fmt.Errorf("bench: amqp sink: %w", err)
+		}
+		defer stop()
 	}
 	err := forEach(ctx, len(m.subs), func(ctx context.Context, i int) error {
 		s := m.subs[i]
-		if cfg.Scenario == ScenarioWebhook {
-			return nil // the broker delivers over HTTP to the sink
+		if cfg.Scenario == ScenarioWebhook || cfg.Scenario == ScenarioAMQP {
+			return nil // the broker's bridge delivers to the sink
 		}
 		c, err := connect(ctx, clientOpts{
 			cfg: cfg, url: r.url, id: r.clientID('s', i), receiveMax: subscriberReceiveMax, readBuf: subscriberReadBuf,
@@ -229,7 +236,7 @@ func (m *messageRun) layout() {
 		npubs, nsubs, mode = 1, 1, ModeFanIn
 	case ScenarioQueue:
 		mode = ""
-	case ScenarioWebhook:
+	case ScenarioWebhook, ScenarioAMQP:
 		nsubs, mode = 1, ModeFanIn
 	}
 	topic := func(i int) string {
