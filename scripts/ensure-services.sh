@@ -1,7 +1,7 @@
 #!/bin/sh
 # ensure-services.sh makes sure the services the test suite talks to are
-# installed and running on this machine: RabbitMQ on 127.0.0.1:5672 (for the
-# AMQP bridge tests). It installs from Debian's packages when a service is
+# installed and running on this machine: RabbitMQ on 127.0.0.1:5672 (AMQP
+# bridge tests) and Mosquitto on 127.0.0.1:1883 (MQTT bridge tests). It installs from Debian's packages when a service is
 # missing and starts it when it is stopped; it never touches one that is up.
 set -eu
 
@@ -46,4 +46,29 @@ else
 		exit 1
 	fi
 	echo "ensure-services: RabbitMQ is up on 127.0.0.1:5672"
+fi
+
+if probe 1883; then
+	echo "ensure-services: an MQTT broker is up on 127.0.0.1:1883"
+else
+	if ! command -v mosquitto >/dev/null 2>&1; then
+		echo "ensure-services: installing mosquitto from Debian's packages"
+		$sudo_cmd apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq mosquitto >/dev/null
+	fi
+	echo "ensure-services: starting Mosquitto on 127.0.0.1:1883"
+	conf=/etc/mosquitto/mosquitto.conf
+	if ! grep -q "^listener 1883" "$conf" 2>/dev/null; then
+		# Debian's default listens on localhost only and refuses anonymous
+		# clients since 2.0; the tests need an anonymous loopback listener.
+		conf=$(mktemp)
+		printf 'listener 1883 127.0.0.1\nallow_anonymous true\n' >"$conf"
+	fi
+	$sudo_cmd mosquitto -d -c "$conf" >/dev/null 2>&1 || true
+	if ! wait_port 1883 30; then
+		echo "ensure-services: Mosquitto did not come up on 127.0.0.1:1883 within 30 s;" >&2
+		echo "  start it by hand (mosquitto -d -c /etc/mosquitto/mosquitto.conf)" >&2
+		exit 1
+	fi
+	echo "ensure-services: Mosquitto is up on 127.0.0.1:1883"
 fi
