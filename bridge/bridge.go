@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -36,6 +37,8 @@ type Status struct {
 	LastError    string
 	LastErrorAt  time.Time
 	BreakerOpen  bool
+	Paused       bool // by Pause: nothing is sent until Resume
+	DeadLetters  int  // dead letters kept for RetryDead (at most MaxDeadLetters)
 }
 
 // item is one message the bridge holds.
@@ -56,10 +59,12 @@ type Bridge struct {
 	cfg        Config
 	ordered    bool
 	outbox     *persistence.Log
+	deadLog    *persistence.Log // dead letters kept for RetryDead
 	store      *persistence.Store
 	sender     Sender
 	deadLetter func(pk packets.Packet, reason string, attempts int)
 	log        *slog.Logger
+	onSend     atomic.Pointer[func(d time.Duration, msgs int, err error)]
 
 	kick                chan struct{}
 	quit                chan struct{}
@@ -81,6 +86,7 @@ type Bridge struct {
 	breakerOpen                 bool
 	openUntil                   time.Time
 	probing                     bool
+	paused                      bool
 	lastOK                      bool
 	sent, failed, dead, dropped uint64
 	lastErr                     string
@@ -105,11 +111,24 @@ func New(cfg Config, store *persistence.Store, sender Sender, deadLetter func(pk
 	if err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
 	}
+	dead, err := store.Log(deadLogPrefix + cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: dead letters: %w", cfg.Name, err)
+	}
+	_, paused, err := store.Get(pausedKey(cfg.Name))
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", cfg.Name, err)
+	}
+	if paused {
+		log.Warn("bridge paused (by the admin API before the restart): nothing is sent until it is resumed", "bridge", cfg.Name)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Bridge{
 		cfg:        cfg,
 		ordered:    *cfg.Ordered,
 		outbox:     outbox,
+		deadLog:    dead,
+		paused:     paused,
 		store:      store,
 		sender:     sender,
 		deadLetter: deadLetter,
@@ -230,6 +249,8 @@ func (b *Bridge) Status() Status {
 		LastError:    b.lastErr,
 		LastErrorAt:  b.lastErrAt,
 		BreakerOpen:  open,
+		Paused:       b.paused,
+		DeadLetters:  b.deadLog.Len(),
 	}
 }
 
@@ -283,7 +304,7 @@ func (b *Bridge) refill(now time.Time) {
 func (b *Bridge) dispatch() time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.stopped {
+	if b.stopped || b.paused {
 		return time.Time{}
 	}
 	now := time.Now()
@@ -378,7 +399,11 @@ func (b *Bridge) send(batch []*item) {
 			ids[i] = b.cfg.Name + "-" + strconv.FormatInt(it.pk.Created, 36) + "-" + strconv.FormatUint(it.id, 10)
 		}
 	}
+	start := time.Now()
 	err := b.safeSend(context.WithValue(b.ctx, idsKey{}, ids), msgs)
+	if fn := b.onSend.Load(); fn != nil && b.ctx.Err() == nil {
+		(*fn)(time.Since(start), len(msgs), err)
+	}
 	type dl struct {
 		pk       packets.Packet
 		reason   string
@@ -466,6 +491,11 @@ func (b *Bridge) send(batch []*item) {
 			}
 			return true
 		})
+		// Kept before the outbox records go (batches commit in order): a
+		// crash never loses a message that is neither sent nor kept.
+		for _, d := range dead {
+			b.keepDead(d.pk, d.reason, d.attempts)
+		}
 		if len(acks) > 0 {
 			b.outbox.Ack(acks...)
 		}

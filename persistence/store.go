@@ -138,6 +138,7 @@ type Store struct {
 	lastSz  atomic.Int64 // file size after the previous compaction
 	stats   statsCounters
 	onFatal func(error)
+	onSync  atomic.Pointer[func(time.Duration)]
 }
 
 type statsCounters struct {
@@ -263,6 +264,11 @@ func (s *Store) DB() *buntdb.DB { return s.db }
 // failed fsync: the kernel may have dropped the data, so nothing more can be
 // acknowledged). The broker stops.
 func (s *Store) OnFatal(fn func(error)) { s.onFatal = fn }
+
+// OnSync sets fn to be called with the duration of every fsync (for a
+// latency histogram). It runs on the store's writer goroutine: it must not
+// block.
+func (s *Store) OnSync(fn func(time.Duration)) { s.onSync.Store(&fn) }
 
 // Write adds ops to the open batch and returns it; call Wait on it before
 // acknowledging anything that depends on the ops.
@@ -407,6 +413,9 @@ func (s *Store) sync() error {
 	d := time.Since(start)
 	s.syncMu.Unlock()
 	s.stats.syncs.Add(1)
+	if fn := s.onSync.Load(); fn != nil {
+		(*fn)(d)
+	}
 	s.stats.lastSync.Store(int64(d))
 	s.stats.totalSync.Add(int64(d))
 	for {

@@ -174,10 +174,15 @@ func (mg *Manager) open(group string) (*queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue %q: %w", group, err)
 	}
+	dead, err := mg.store.Log(deadLogPrefix + group)
+	if err != nil {
+		return nil, fmt.Errorf("queue %q: dead letters: %w", group, err)
+	}
 	q := &queue{
 		group:    group,
 		set:      match(mg.entries, mg.defs, group),
 		log:      l,
+		dead:     dead,
 		members:  map[string]*member{},
 		inflight: map[uint64]*delivery{},
 		counts:   map[uint64]int{},
@@ -260,6 +265,7 @@ func (mg *Manager) run() {
 // deleteQueue drops an expired queue and its messages. mg.mu is held.
 func (mg *Manager) deleteQueue(group string, q *queue) {
 	n, _ := q.log.Purge()
+	q.dead.Purge()
 	delete(mg.queues, group)
 	mg.store.Write(persistence.Del(metaPrefix + group))
 	mg.log.Info("queue expired: deleted with its messages", "group", group, "dropped_messages", n, "queue_expiry", q.set.QueueExpiry.String())
@@ -429,6 +435,7 @@ func (mg *Manager) Stats() []Stats {
 		s.Depth = q.log.Len()
 		s.InFlight = len(q.inflight)
 		s.Consumers = len(q.members)
+		s.DeadLetters = q.dead.Len()
 		for _, m := range q.members {
 			if m.online {
 				s.Online++

@@ -35,6 +35,7 @@ type Stats struct {
 	Rejected     uint64 // publishes refused by reject_new
 	TimedOut     uint64 // deliveries taken back by the visibility timeout
 	OldestAge    time.Duration
+	DeadLetters  int // dead letters kept (see Manager.DeadLetters), at most MaxDeadLetters
 }
 
 type member struct {
@@ -60,6 +61,7 @@ type queue struct {
 	set      Settings
 	declared bool
 	log      *persistence.Log
+	dead     *persistence.Log // dead letters kept for Redrive (newest MaxDeadLetters)
 	members  map[string]*member
 	order    []string // member ids, sorted
 	rr       int
@@ -338,6 +340,7 @@ func (mg *Manager) deadLetter(q *queue, pk packets.Packet, deliveries int, why s
 		},
 	}
 	mg.log.Warn("queue: message dead-lettered", "group", q.group, "topic", pk.TopicName, "reason", why, "deliveries", deliveries, "dead_letter_topic", topic)
+	mg.keepDead(q, pk, deliveries)
 	mg.publish(out)
 }
 
