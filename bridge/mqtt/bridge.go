@@ -25,6 +25,11 @@ type Status struct {
 	// SessionPresent: the remote still had the bridge's session at the
 	// last connect.
 	SessionPresent bool
+	// Subscribed: connected, and the remote granted every subscription of
+	// the in and both topics on this connection (true when there are none).
+	Subscribed bool
+	// Connects counts the connections made (1 + reconnections).
+	Connects uint64
 	// Received counts messages from the remote published locally.
 	Received uint64
 	// Published counts messages the remote acknowledged (QoS 0: written).
@@ -81,15 +86,16 @@ type Bridge struct {
 
 	startOnce, stopOnce sync.Once
 
-	mu        sync.Mutex
-	cancel    context.CancelFunc
-	stopped   bool
-	link      link // nil while not connected
-	present   bool
-	lastErr   string
-	lastErrAt time.Time
+	mu         sync.Mutex
+	cancel     context.CancelFunc
+	stopped    bool
+	link       link // nil while not connected
+	present    bool
+	subscribed bool // on link
+	lastErr    string
+	lastErrAt  time.Time
 
-	received, published, refused, echoed, expired atomic.Uint64
+	connects, received, published, refused, echoed, expired atomic.Uint64
 }
 
 // New validates cfg and builds the bridge called name; it does not dial
@@ -204,6 +210,8 @@ func (b *Bridge) Status() Status {
 	return Status{
 		Connected:      b.link != nil,
 		SessionPresent: b.link != nil && b.present,
+		Subscribed:     b.link != nil && b.subscribed,
+		Connects:       b.connects.Load(),
 		Received:       b.received.Load(),
 		Published:      b.published.Load(),
 		Refused:        b.refused.Load(),
@@ -283,8 +291,9 @@ func (b *Bridge) run(ctx context.Context) {
 		lastLogged = ""
 		up := time.Now()
 		b.mu.Lock()
-		b.link, b.present = l, l.sessionPresent()
+		b.link, b.present, b.subscribed = l, l.sessionPresent(), false
 		b.mu.Unlock()
+		b.connects.Add(1)
 		if wasUp {
 			b.log.Info("bridge reconnected", "url", b.cfg.URL, "session_present", l.sessionPresent(), "down", time.Since(lostAt).Round(time.Millisecond))
 		} else {
@@ -336,11 +345,21 @@ func (b *Bridge) subscribe(ctx context.Context, l link) {
 		}
 	}
 	if len(subs) == 0 {
+		b.setSubscribed(l)
 		return
 	}
 	sctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
 	defer cancel()
-	if err := l.subscribe(sctx, subs); err != nil {
+	err := l.subscribe(sctx, subs)
+	// A mochi remote checks a SUBSCRIBE's packet identifier against the
+	// messages it has in flight to the bridge as well, and refuses it with
+	// 0x91 when they share one (the spec keeps the two apart): again, with
+	// the next identifier.
+	for attempt := 1; err != nil && attempt < subscribeAttempts && onlyIDInUse(err); attempt++ {
+		b.log.Debug("bridge subscribe: packet identifier in use on the remote; again", "error", err)
+		err = l.subscribe(sctx, subs)
+	}
+	if err != nil {
 		b.setErr(err)
 		level := slog.LevelError
 		if ctx.Err() != nil || errors.Is(err, errConnectionLost) {
@@ -349,7 +368,45 @@ func (b *Bridge) subscribe(ctx context.Context, l link) {
 		b.log.Log(ctx, level, "bridge subscribe failed", "url", b.cfg.URL, "error", err)
 		return
 	}
+	b.setSubscribed(l)
 	b.log.Debug("bridge subscribed", "filters", len(subs))
+}
+
+func (b *Bridge) setSubscribed(l link) {
+	b.mu.Lock()
+	b.subscribed = b.link == l
+	b.mu.Unlock()
+}
+
+// subscribeAttempts bounds the SUBSCRIBEs refused with 0x91 in a row.
+const subscribeAttempts = 8
+
+// subRefusedError is a subscription the remote refused.
+type subRefusedError struct {
+	filter string
+	code   byte
+}
+
+func (e *subRefusedError) Error() string {
+	return fmt.Sprintf("subscribe to %q refused: reason code 0x%02X %s (check the remote's ACL for the bridge's user)", e.filter, e.code, reasonName(e.code))
+}
+
+// onlyIDInUse reports whether err holds only refusals with 0x91 (packet
+// identifier in use).
+func onlyIDInUse(err error) bool {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var r *subRefusedError
+		if !errors.As(e, &r) || r.code != 0x91 {
+			return false
+		}
+	}
+	return len(errs) > 0
 }
 
 func containsSub(subs []subscription, f string) bool {

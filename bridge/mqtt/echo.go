@@ -26,6 +26,7 @@ type echoes struct {
 	seed   maphash.Seed
 	window time.Duration
 	cap    int
+	now    func() time.Time
 
 	mu    sync.Mutex
 	seq   uint64
@@ -35,7 +36,7 @@ type echoes struct {
 }
 
 func newEchoes(window time.Duration, capacity int) *echoes {
-	return &echoes{seed: maphash.MakeSeed(), window: window, cap: capacity, byKey: map[uint64][]uint64{}}
+	return &echoes{seed: maphash.MakeSeed(), window: window, cap: capacity, now: time.Now, byKey: map[uint64][]uint64{}}
 }
 
 func (e *echoes) key(topic string, payload []byte) uint64 {
@@ -50,8 +51,8 @@ func (e *echoes) key(topic string, payload []byte) uint64 {
 // add remembers a message published to topic.
 func (e *echoes) add(topic string, payload []byte) {
 	k := e.key(topic, payload)
-	now := time.Now()
 	e.mu.Lock()
+	now := e.now()
 	defer e.mu.Unlock()
 	e.expire(now)
 	if len(e.fifo)-e.head >= e.cap {
@@ -68,7 +69,7 @@ func (e *echoes) take(topic string, payload []byte) bool {
 	k := e.key(topic, payload)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.expire(time.Now())
+	e.expire(e.now())
 	seqs := e.byKey[k]
 	if len(seqs) == 0 {
 		return false
@@ -85,6 +86,7 @@ func (e *echoes) take(topic string, payload []byte) bool {
 func (e *echoes) len() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.expire(e.now())
 	n := 0
 	for _, s := range e.byKey {
 		n += len(s)

@@ -220,7 +220,7 @@ func (l *v4Link) subscribe(ctx context.Context, subs []subscription) error {
 	if st, ok := tok.(*paho3.SubscribeToken); ok {
 		for f, code := range st.Result() {
 			if code >= 0x80 {
-				errs = append(errs, fmt.Errorf("subscribe to %q refused: return code 0x%02X (check the remote's ACL for the bridge's user)", f, code))
+				errs = append(errs, &subRefusedError{filter: f, code: code})
 			}
 		}
 	}

@@ -74,14 +74,14 @@ func (r *v5Remote) close() {
 }
 
 type v5Link struct {
-	cl       *paho.Client
-	conn     *watchedConn
-	present  bool
-	maxQoS   byte
-	retain   bool
-	maxSize  uint32
-	causes   chan error
-	log      *slog.Logger
+	cl      *paho.Client
+	conn    *watchedConn
+	present bool
+	maxQoS  byte
+	retain  bool
+	maxSize uint32
+	causes  chan error
+	log     *slog.Logger
 }
 
 func (r *v5Remote) connect(ctx context.Context) (link, error) {
@@ -257,7 +257,7 @@ func (l *v5Link) subscribe(ctx context.Context, subs []subscription) error {
 		var errs []error
 		for i, code := range sa.Reasons {
 			if code >= 0x80 && i < len(subs) {
-				errs = append(errs, fmt.Errorf("subscribe to %q refused: reason code 0x%02X %s (check the remote's ACL for the bridge's user)", subs[i].filter, code, reasonName(code)))
+				errs = append(errs, &subRefusedError{filter: subs[i].filter, code: code})
 			}
 		}
 		if len(errs) > 0 {
