@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,7 @@ type WS struct {
 	end     atomic.Bool
 	track   tracker
 	serveWG sync.WaitGroup
+	pages   []string // ports whose pages on this host count as same-origin (AllowPagesOnPort)
 
 	establish listeners.EstablishFn
 }
@@ -86,6 +88,22 @@ func (l *WS) Protocol() string {
 	}
 	return "ws"
 }
+
+// originPort is the port of an origin, explicit or the scheme's default.
+func originPort(u *url.URL) string {
+	switch {
+	case u.Port() != "":
+		return u.Port()
+	case u.Scheme == "https":
+		return "443"
+	}
+	return "80"
+}
+
+// AllowPagesOnPort makes a page served by this host on port (the broker's
+// own HTTP listener, which serves the console) count as same-origin. Call
+// it before Serve.
+func (l *WS) AllowPagesOnPort(port string) { l.pages = append(l.pages, port) }
 
 // Init binds the address.
 func (l *WS) Init(log *slog.Logger) error {
@@ -146,6 +164,9 @@ func (l *WS) checkOrigin(r *http.Request) bool {
 		return false
 	}
 	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	if host, _, err := net.SplitHostPort(r.Host); err == nil && strings.EqualFold(u.Hostname(), host) && slices.Contains(l.pages, originPort(u)) {
 		return true
 	}
 	for _, a := range l.opts.AllowedOrigins {
