@@ -53,6 +53,8 @@ type Broker struct {
 	queues  *queue.Manager
 	bridges *bridge.Hook
 	conns   *listen.Stats
+	inbound []inbound // bridges' inbound sides, started with the listeners
+	closers []func()  // run after the hooks stopped (bridge connections)
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -139,32 +141,11 @@ func (b *Broker) build() error {
 	})
 	b.queues = queue.New(b.server, b.store, b.persist, cfg.queueSettings(), queue.Defaults(), b.log.With("hook", "queue"))
 	b.bridges = bridge.NewHook(b.server, b.persist, b.log.With("hook", "bridge"))
-	username := func(clientID string) string {
-		if cl, ok := b.server.Clients.Get(clientID); ok {
-			return string(cl.Properties.Username)
-		}
-		return ""
-	}
+	b.bridges.MaxPayload = int(cfg.MQTT.MaxPacketSize)
 	for i, bc := range cfg.Bridges {
-		var sender bridge.Sender
-		var err error
-		wc := bc.webhookConfig()
-		wc.Username = username
-		if bc.Mode == "request" {
-			sender, err = httpbridge.NewRequester(wc, bc.ReplyTopic, int64(cfg.MQTT.MaxPacketSize), b.bridges.Publish)
-		} else {
-			sender, err = httpbridge.NewWebhook(wc)
-		}
-		if err != nil {
+		if err := b.addBridge(bc); err != nil {
 			return fmt.Errorf("config: bridges[%d]: %w", i, err)
 		}
-		br, err := bridge.New(bc.bridgeConfig(), b.store, sender, b.bridges.DeadLetter(bc.Name), b.log.With("bridge", bc.Name))
-		if err != nil {
-			return fmt.Errorf("config: bridges[%d]: %w", i, err)
-		}
-		// Nothing goes back where it came from: not what came in over
-		// HTTP, not the bridges' own replies and dead letters.
-		b.bridges.Add(br, bridge.OriginHTTP, bridge.OriginBridge)
 	}
 	// Order matters for OnPublish: features first, the barrier (which waits
 	// for the durability point) last.
@@ -330,6 +311,9 @@ func (b *Broker) Start() error {
 			}
 		})
 	}
+	for _, in := range b.inbound {
+		in.Start()
+	}
 	b.ready.Store(true)
 	return nil
 }
@@ -365,6 +349,11 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		if b.httpSrv != nil {
 			_ = b.httpSrv.Shutdown(ctx)
 		}
+		// Nothing new from the far sides: what they sent and the broker
+		// did not take yet stays unacknowledged there.
+		for _, in := range b.inbound {
+			in.Stop()
+		}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -376,6 +365,9 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 			b.log.Warn("clients did not disconnect in time; closing the store anyway")
 		}
 		b.wg.Wait()
+		for _, c := range b.closers {
+			c()
+		}
 		if err := b.store.Close(); err != nil {
 			b.stopErr = err
 			b.log.Error("store close failed", "error", err)
@@ -396,6 +388,9 @@ func (b *Broker) closeEarly() {
 	}
 	if b.persist != nil {
 		_ = b.persist.Stop()
+	}
+	for _, c := range b.closers {
+		c()
 	}
 	_ = b.store.Close()
 }

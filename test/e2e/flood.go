@@ -12,7 +12,8 @@ import (
 )
 
 // Flood publishes n QoS 1 messages to topic from publishers clients, each
-// with 16 publishes in flight, recording them in c (producer "pub{i}").
+// with 16 publishes in flight, recording them in c (producer
+// "{topic}/pub{i}", so floods of different topics count separately).
 // It fails the test if any is not acknowledged.
 func Flood(t *testing.T, addr, topic string, publishers, n int, c *Checker) {
 	t.Helper()
@@ -21,7 +22,7 @@ func Flood(t *testing.T, addr, topic string, publishers, n int, c *Checker) {
 	var firstErr atomic.Value
 	per := n / publishers
 	for p := range publishers {
-		name := fmt.Sprintf("pub%d", p)
+		name := fmt.Sprintf("%s/pub%d", topic, p)
 		pub := brokertest.MustV5(t, addr, brokertest.Options{ID: name, Clean: true})
 		var next atomic.Uint64
 		for range 16 {
