@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -10,9 +11,12 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	amqpbridge "github.com/motemq/mote/bridge/amqp"
 	"github.com/motemq/mote/broker"
 	"github.com/motemq/mote/broker/brokertest"
-	"go.uber.org/goleak"
 )
 
 // startBroker starts a Mote broker (in this process, on 127.0.0.1:0, fsync
@@ -396,5 +400,48 @@ func TestSinkPayloads(t *testing.T) {
 	}
 	if _, err := sinkPayloads([]byte("{"), "application/json"); err == nil {
 		t.Fatal("broken JSON accepted")
+	}
+}
+
+// The amqp scenario counts what the broker's amqp bridge publishes to
+// RabbitMQ (the README's test command makes sure it runs).
+func TestAMQPScenario(t *testing.T) {
+	url := os.Getenv("MOTE_TEST_AMQP_URL")
+	if url == "" {
+		url = "amqp://guest:guest@127.0.0.1:5672/"
+	}
+	exchange := fmt.Sprintf("mote.bench.test.%d", time.Now().UnixNano())
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Bridges = []broker.BridgeConfig{{Name: "rabbit", Type: "amqp", Filters: []string{"mote-bench/#"},
+			Concurrency: 2, BatchSize: 50, Ordered: new(bool),
+			AMQP: &amqpbridge.Config{URL: url, Exchange: amqpbridge.Exchange{Name: exchange, Type: "topic", Declare: true}}}}
+	})
+	t.Cleanup(func() {
+		conn, err := amqp.Dial(url)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		if ch, err := conn.Channel(); err == nil {
+			_ = ch.ExchangeDelete(exchange, false, false)
+		}
+	})
+	// One message first, so that the bridge's connection (which lives as
+	// long as the broker) exists before run looks for leaked goroutines.
+	warm := brokertest.MustV5(t, b.Addr(broker.ListenerMQTT), brokertest.Options{ID: "warm", Clean: true})
+	warm.MustPub(t, "mote-bench/warm", []byte("x"), 1, false)
+	deadline := time.Now().Add(10 * time.Second)
+	for st := b.Bridges().Bridges()[0].Status(); st.Sent+st.DeadLettered == 0; st = b.Bridges().Bridges()[0].Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the bridge sent nothing: %+v", b.Bridges().Bridges()[0].Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cfg := testConfig(ScenarioAMQP, "mqtt://"+b.Addr(broker.ListenerMQTT), 5)
+	cfg.AMQPURL, cfg.Exchange = url, exchange
+	cfg.Rate = 500
+	m := run(t, cfg).Messages
+	if m.Sent == 0 || m.Received != m.Sent || m.Lost != 0 || !m.DrainComplete {
+		t.Fatalf("sent %d received %d lost %d duplicates %d complete %v", m.Sent, m.Received, m.Lost, m.Duplicates, m.DrainComplete)
 	}
 }

@@ -43,7 +43,7 @@ func (b *Broker) Inbound() []InboundStatus {
 // a sender) when it has filters, and its inbound side for amqp in queues
 // and mqtt in topics.
 func (b *Broker) addBridge(bc BridgeConfig) error {
-	log := b.log.With("bridge", bc.Name)
+	log := b.log // the bridge packages add "bridge"
 	var sender bridge.Sender
 	skip := []string{bridge.OriginBridge, bridge.InboundOrigin(bc.Name)}
 	switch bc.Type {
@@ -103,7 +103,7 @@ func (b *Broker) addBridge(bc BridgeConfig) error {
 	if sender == nil {
 		return nil
 	}
-	br, err := bridge.New(bc.bridgeConfig(), b.store, sender, b.bridges.DeadLetter(bc.Name), log)
+	br, err := bridge.New(bc.bridgeConfig(), b.store, sender, b.bridges.DeadLetter(bc.Name), b.log) // adds "bridge"
 	if err != nil {
 		return err
 	}
