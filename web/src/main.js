@@ -189,14 +189,15 @@ function subscribe() {
   $("sub-error").textContent = "";
   if (!filters.length) return;
   client.subscribe(filters, { qos: 0 }, (err, granted) => {
-    if (err) {
-      $("sub-error").textContent = "Subscribe failed: " + err.message;
-      return;
-    }
+    // MQTT.js reports a refused filter as an error or as a granted QoS of
+    // 0x80 and more, depending on the reason code.
     const refused = (granted || []).filter((g) => g.qos >= 0x80).map((g) => g.topic);
+    if (err && /authori/i.test(err.message)) refused.push(...filters.filter((f) => !refused.includes(f)));
     if (refused.length) {
       $("sub-error").textContent =
         "Not allowed to watch " + refused.join(", ") + " (the ACL refused it): watch topics your user may read.";
+    } else if (err) {
+      $("sub-error").textContent = "Subscribe failed: " + err.message;
     }
   });
 }
