@@ -248,7 +248,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	emit(mACLDenied, float64(ac.PublishDenied.Load()), "publish")
 	emit(mACLDenied, float64(ac.SubscribeDenied.Load()), "subscribe")
 	emit(mACLDenied, float64(ac.DeliveryDenied.Load()), "deliver")
-	emit(mRetained, float64(info.Retained))
+	emit(mRetained, float64(a.o.Server.Topics.Retained.Len())) // Info.Retained is only refreshed on $SYS ticks
 	emit(mInflight, float64(info.Inflight))
 	emit(mSessions, float64(a.sessions()))
 	emit(mSubscriptions, float64(info.Subscriptions))

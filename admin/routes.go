@@ -124,7 +124,7 @@ func (a *API) overview(*http.Request) (any, error) {
 		ClientsConnected: info.ClientsConnected,
 		Sessions:         a.sessions(),
 		Subscriptions:    info.Subscriptions,
-		Retained:         info.Retained,
+		Retained:         int64(a.o.Server.Topics.Retained.Len()),
 		Inflight:         info.Inflight,
 		MessagesReceived: in,
 		MessagesSent:     out,
