@@ -650,6 +650,12 @@ func (b *Bridge) handleIn(ctx context.Context, m inMsg) {
 	}
 	pk.Properties.ResponseTopic = swapPrefix(m.props.ResponseTopic, r.RemotePrefix, r.LocalPrefix)
 	redelivered := m.qos > 0 && !*b.cfg.CleanSession
+	if redelivered && m.conn.Err() != nil {
+		// Its connection went while it waited here: the remote sends it
+		// again on the next one (publishing it now would double it).
+		b.log.Debug("bridge left a message to the remote's redelivery", "topic", m.topic)
+		return
+	}
 	for attempt := 1; ; attempt++ {
 		err := b.publish(ctx, pk)
 		switch {
@@ -672,20 +678,23 @@ func (b *Bridge) handleIn(ctx context.Context, m inMsg) {
 		} else {
 			b.log.Debug("bridge local publish failed; retrying", "topic", local, "attempt", attempt, "error", err)
 		}
-		var lost <-chan struct{}
+		var lost <-chan struct{} // nil: never
 		if redelivered {
 			lost = m.conn.Done()
 		}
 		t := time.NewTimer(b.backoff(attempt))
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
 		case <-lost:
-			t.Stop()
+		case <-t.C:
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		if redelivered && m.conn.Err() != nil {
 			b.log.Debug("bridge left a message to the remote's redelivery", "topic", m.topic)
 			return
-		case <-t.C:
 		}
 	}
 }

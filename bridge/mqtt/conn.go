@@ -7,16 +7,27 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // watchedConn is a network connection that says when it is closed and
-// remembers why reading stopped. Its Lock/Unlock make paho.golang
-// serialise whole packets on it (packets.NewThreadSafeConn does the same):
-// Send publishes from several goroutines at once.
+// remembers why reading stopped.
+//
+// It is a sync.Locker, so paho.golang holds its lock for each whole packet
+// it writes (as with packets.NewThreadSafeConn): Send publishes from
+// several goroutines at once. Between Lock and Unlock the writes are
+// gathered and go out in one Write at Unlock: paho writes a packet as
+// net.Buffers, which a wrapped connection would turn into one system call
+// (and one TLS record) per piece. paho.mqtt.golang never locks and writes
+// each packet in one piece. Either every writer of a connection locks or
+// none does.
 type watchedConn struct {
 	net.Conn
-	sync.Mutex
+
+	wmu      sync.Mutex
+	batching atomic.Bool // between Lock and Unlock
+	wbuf     []byte
 
 	// ctx is cancelled when the connection is closed: whatever waits on
 	// this connection (a publish, a message for the inbound worker) stops.
@@ -30,6 +41,44 @@ type watchedConn struct {
 func newWatchedConn(c net.Conn) *watchedConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &watchedConn{Conn: c, ctx: ctx, cancel: cancel}
+}
+
+// Lock starts a packet: writes are gathered until Unlock.
+func (c *watchedConn) Lock() {
+	c.wmu.Lock()
+	c.batching.Store(true)
+}
+
+// Unlock writes the gathered packet. A failed write closes the
+// connection, so that the reader and everything waiting on it stop.
+func (c *watchedConn) Unlock() {
+	c.batching.Store(false)
+	if len(c.wbuf) > 0 {
+		if _, err := c.Conn.Write(c.wbuf); err != nil {
+			_ = c.Close() // the reader reports the failure
+		}
+		if cap(c.wbuf) > maxKeptBuffer {
+			c.wbuf = nil
+		} else {
+			c.wbuf = c.wbuf[:0]
+		}
+	}
+	c.wmu.Unlock()
+}
+
+// maxKeptBuffer bounds the write buffer kept between packets.
+const maxKeptBuffer = 64 << 10
+
+// Write gathers p between Lock and Unlock, else writes it.
+func (c *watchedConn) Write(p []byte) (int, error) {
+	if c.batching.Load() {
+		if c.ctx.Err() != nil {
+			return 0, net.ErrClosed
+		}
+		c.wbuf = append(c.wbuf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
 }
 
 // Read reads and keeps the first error.

@@ -105,17 +105,17 @@ func TestInRedeliveredAfterReconnect(t *testing.T) {
 	for _, version := range []int{5, 4} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			r := startMochi(t, nil)
-			var kicked atomic.Bool
 			rec := newRecorder()
-			rec.failWhile = func() bool { return !kicked.Load() }
 			cfg := testConfig(r.url(), version, Topic{Pattern: "in/#", Direction: "in", QoS: 2})
 			b := startBridge(t, cfg, rec.publish)
 			waitUp(t, b)
+			rec.mu.Lock()
+			rec.failWhile = func() bool { return b.Status().Connects < 2 } // fails on the first connection
+			rec.mu.Unlock()
 			if err := r.server.Publish("in/y", []byte("m2"), false, 2); err != nil {
 				t.Fatal(err)
 			}
 			eventually(t, 5*time.Second, "a failed local publish", func() bool { return rec.callsOf("m2") >= 2 })
-			kicked.Store(true)
 			n := b.Status().Connects
 			r.kick(t, cfg.ClientID)
 			rec.wait(t, "m2")
