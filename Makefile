@@ -4,7 +4,7 @@ BIN     ?= bin/mote
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/motemq/mote/broker.Version=$(VERSION)
 
-.PHONY: all build test test-short services vet fmt bench bench-go fuzz docker clean
+.PHONY: all build test test-short services vet fmt bench bench-go fuzz docker clean web
 
 all: build
 
@@ -53,6 +53,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzACLMatch$$' -fuzztime $(FUZZTIME) ./auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzJWTVerify$$' -fuzztime $(FUZZTIME) ./auth/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./bench/
+
+## web: rebuild the browser console (web/dist, committed and embedded in the binary) from web/src
+web:
+	cd web && npm ci && npm run build
 
 docker:
 	docker build -t mote:$(VERSION) .

@@ -1,8 +1,10 @@
 #!/bin/sh
 # ensure-services.sh makes sure the services the test suite talks to are
 # installed and running on this machine: RabbitMQ on 127.0.0.1:5672 (AMQP
-# bridge tests) and Mosquitto on 127.0.0.1:1883 (MQTT bridge tests). It installs from Debian's packages when a service is
-# missing and starts it when it is stopped; it never touches one that is up.
+# bridge tests) and Mosquitto on 127.0.0.1:1883 (MQTT bridge tests), and
+# Debian's chromium at /usr/bin/chromium (the console test). It installs
+# from Debian's packages when one is missing and starts a service when it
+# is stopped; it never touches one that is up.
 set -eu
 
 # probe reports whether something listens on 127.0.0.1:$1 (bash's /dev/tcp,
@@ -71,4 +73,19 @@ else
 		exit 1
 	fi
 	echo "ensure-services: Mosquitto is up on 127.0.0.1:1883"
+fi
+
+# Chromium for the console test (broker: TestConsoleInChromium), which
+# fails rather than installs when it is missing.
+if [ -x /usr/bin/chromium ]; then
+	echo "ensure-services: chromium is installed (/usr/bin/chromium)"
+else
+	echo "ensure-services: installing chromium from Debian's packages"
+	$sudo_cmd apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+	if [ ! -x /usr/bin/chromium ]; then
+		echo "ensure-services: chromium did not install to /usr/bin/chromium; install it by hand (apt-get install chromium)" >&2
+		exit 1
+	fi
+	echo "ensure-services: chromium is installed (/usr/bin/chromium)"
 fi
