@@ -178,9 +178,8 @@ func (b *Bridge) Start() {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		b.cancel = cancel
-		b.wg.Add(2)
-		go b.run(ctx)
-		go b.inbound(ctx)
+		b.wg.Go(func() { b.run(ctx) })
+		b.wg.Go(func() { b.inbound(ctx) })
 	})
 }
 
@@ -261,7 +260,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // run connects, subscribes, waits for the connection to end, and again,
 // until ctx ends; then it disconnects cleanly.
 func (b *Bridge) run(ctx context.Context) {
-	defer b.wg.Done()
 	attempt := 0
 	var lastLogged string
 	var wasUp bool
@@ -300,11 +298,7 @@ func (b *Bridge) run(ctx context.Context) {
 			b.log.Info("bridge connected", "url", b.cfg.URL, "client", b.cfg.ClientID, "protocol_version", b.cfg.ProtocolVersion, "session_present", l.sessionPresent())
 		}
 		wasUp = true
-		b.subscribe(ctx, l)
-
-		select {
-		case <-l.lost():
-		case <-ctx.Done():
+		if !b.serve(ctx, l) {
 			b.mu.Lock()
 			b.link = nil
 			b.mu.Unlock()
@@ -312,11 +306,11 @@ func (b *Bridge) run(ctx context.Context) {
 			b.log.Info("bridge disconnected", "url", b.cfg.URL)
 			return
 		}
-		cause := l.cause()
 		lostAt = time.Now()
 		b.mu.Lock()
 		b.link = nil
 		b.mu.Unlock()
+		cause := l.cause()
 		b.setErr(fmt.Errorf("connection lost: %w", cause))
 		b.log.Warn("bridge connection lost; reconnecting", "url", b.cfg.URL, "error", cause, "up", lostAt.Sub(up).Round(time.Millisecond))
 		// A connection that held for a while starts the backoff over; one
@@ -332,12 +326,41 @@ func (b *Bridge) run(ctx context.Context) {
 	}
 }
 
-// subscribe subscribes to the remote filters of the in and both topics.
-// It runs after every connect, even with a session present: cheap, and
-// needed when the remote lost the session or the config changed. A refused
-// subscription is an operator's problem: logged, and tried again on the
-// next connection.
-func (b *Bridge) subscribe(ctx context.Context, l link) {
+// serve subscribes on the new connection l and waits for its end: true
+// when it was lost, false when ctx ended. Subscriptions the remote refused
+// are asked for again with backoff while the connection lasts (an ACL
+// fixed on the remote takes effect without a restart).
+func (b *Bridge) serve(ctx context.Context, l link) bool {
+	ok := b.subscribe(ctx, l, slog.LevelError)
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for retry := 1; ; retry++ {
+		var again <-chan time.Time
+		if !ok {
+			t = time.NewTimer(b.backoff(retry))
+			again = t.C
+		}
+		select {
+		case <-l.lost():
+			return true
+		case <-ctx.Done():
+			return false
+		case <-again:
+			ok = b.subscribe(ctx, l, slog.LevelDebug)
+		}
+	}
+}
+
+// subscribe subscribes to the remote filters of the in and both topics;
+// it reports whether the remote granted them all. It runs after every
+// connect, even with a session present: cheap, and needed when the remote
+// lost the session or the config changed. A refusal is logged at level
+// (an operator's problem).
+func (b *Bridge) subscribe(ctx context.Context, l link, level slog.Level) bool {
 	var subs []subscription
 	for _, r := range b.routes {
 		if r.in && !containsSub(subs, r.remote) {
@@ -346,7 +369,7 @@ func (b *Bridge) subscribe(ctx context.Context, l link) {
 	}
 	if len(subs) == 0 {
 		b.setSubscribed(l)
-		return
+		return true
 	}
 	sctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
 	defer cancel()
@@ -361,15 +384,15 @@ func (b *Bridge) subscribe(ctx context.Context, l link) {
 	}
 	if err != nil {
 		b.setErr(err)
-		level := slog.LevelError
 		if ctx.Err() != nil || errors.Is(err, errConnectionLost) {
-			level = slog.LevelWarn
+			level = min(level, slog.LevelWarn)
 		}
-		b.log.Log(ctx, level, "bridge subscribe failed", "url", b.cfg.URL, "error", err)
-		return
+		b.log.Log(ctx, level, "bridge subscribe failed; retrying", "url", b.cfg.URL, "error", err)
+		return false
 	}
 	b.setSubscribed(l)
 	b.log.Debug("bridge subscribed", "filters", len(subs))
+	return true
 }
 
 func (b *Bridge) setSubscribed(l link) {
@@ -608,7 +631,6 @@ func (b *Bridge) deliver(m inMsg) {
 
 // inbound publishes received messages locally, one at a time, in order.
 func (b *Bridge) inbound(ctx context.Context) {
-	defer b.wg.Done()
 	for {
 		select {
 		case <-ctx.Done():

@@ -28,8 +28,11 @@
 // By default the session on the remote is persistent (clean start off,
 // with a session expiry on MQTT 5): while the bridge is away the remote
 // keeps its subscriptions and queues QoS 1/2 messages for it. The bridge
-// subscribes again after every connect anyway. It reconnects with jittered
-// exponential backoff (reconnect_min to reconnect_max) until Stop.
+// subscribes again after every connect anyway (on MQTT 5 with Retain
+// Handling 1, so retained messages come only with a new subscription), and
+// asks again with backoff for subscriptions the remote refused. It
+// reconnects with jittered exponential backoff (reconnect_min to
+// reconnect_max) until Stop; Stop sends DISCONNECT and keeps the session.
 //
 // # Loops
 //

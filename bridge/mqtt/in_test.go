@@ -3,11 +3,13 @@ package mqtt
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -170,6 +172,48 @@ func TestInRefused(t *testing.T) {
 			}
 			if s := b.Status(); s.Refused != 1 || s.Received != 1 {
 				t.Errorf("status %+v", s)
+			}
+		})
+	}
+}
+
+// subGate refuses subscriptions until opened.
+type subGate struct {
+	mochi.HookBase
+	open atomic.Bool
+}
+
+func (h *subGate) ID() string { return "sub-gate" }
+func (h *subGate) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+func (h *subGate) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+func (h *subGate) OnACLCheck(_ *mochi.Client, _ string, write bool) bool {
+	return write || h.open.Load()
+}
+
+// TestSubscribeRetried: a subscription the remote refuses is asked for
+// again while the connection lasts; once the remote's ACL allows it,
+// messages come in.
+func TestSubscribeRetried(t *testing.T) {
+	for _, version := range []int{5, 4} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			gate := &subGate{}
+			r := startMochi(t, nil, gate)
+			rec := newRecorder()
+			b := startBridge(t, testConfig(r.url(), version, Topic{Pattern: "in/#", Direction: "in", QoS: 1}), rec.publish)
+			eventually(t, 5*time.Second, "a refused subscription", func() bool {
+				s := b.Status()
+				return s.Connected && !s.Subscribed && strings.Contains(s.LastError, `subscribe to "in/#" refused`)
+			})
+			gate.open.Store(true)
+			waitUp(t, b)
+			if err := r.server.Publish("in/late", []byte("allowed now"), false, 1); err != nil {
+				t.Fatal(err)
+			}
+			rec.wait(t, "allowed now")
+			if n := b.Status().Connects; n != 1 {
+				t.Errorf("%d connections, want 1: the subscription is retried on the same one", n)
 			}
 		})
 	}
