@@ -101,6 +101,9 @@ func fixNumbers(v any) (any, error) {
 
 // encodeJSON writes v as compact JSON without HTML escaping.
 func encodeJSON(v any) ([]byte, error) {
+	if bigFloats(v) {
+		v = exactFloats(v)
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -109,6 +112,58 @@ func encodeJSON(v any) ([]byte, error) {
 	}
 	out := b.Bytes()
 	return out[:len(out)-1], nil // Encode adds a newline
+}
+
+// Go writes a float64 in its shortest form, "18446744073709552000" for
+// 1.8446744073709552e19, which decodeJSON would read back as an integer of
+// another value. Floats from 2^53 (where float64 stops holding every
+// integer) to 1e21 (where Go switches to exponents itself) are written
+// with an exponent, so they read back as the same float.
+const exactBelow = 1 << 53
+
+func bigFloat(f float64) bool { return math.Abs(f) >= exactBelow && math.Abs(f) < 1e21 }
+
+func bigFloats(v any) bool {
+	switch x := v.(type) {
+	case float64:
+		return bigFloat(x)
+	case map[string]any:
+		for _, e := range x {
+			if bigFloats(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if bigFloats(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// exactFloats copies v with big floats as exponent-form json.Numbers.
+func exactFloats(v any) any {
+	switch x := v.(type) {
+	case float64:
+		if bigFloat(x) {
+			return json.Number(strconv.FormatFloat(x, 'e', -1, 64))
+		}
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = exactFloats(e)
+		}
+		return m
+	case []any:
+		l := make([]any, len(x))
+		for i, e := range x {
+			l[i] = exactFloats(e)
+		}
+		return l
+	}
+	return v
 }
 
 var (

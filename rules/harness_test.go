@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +46,7 @@ type broker struct {
 	store   *persistence.Store
 	persist *persistence.Hook
 	addr    string
+	once    sync.Once
 }
 
 type brokerOpts struct {
@@ -110,13 +112,19 @@ func startBroker(t testing.TB, o brokerOpts) *broker {
 	}
 	l, _ := server.Listeners.Get("t")
 	b := &broker{server: server, engine: eng, store: store, persist: persist, addr: l.Address()}
-	t.Cleanup(func() {
-		_ = server.Close() // stops the hooks (the engine too)
-		if err := store.Close(); err != nil {
+	t.Cleanup(func() { b.stop(t) })
+	return b
+}
+
+// stop closes the server (which stops the hooks, the engine too) and the
+// store; it is idempotent.
+func (b *broker) stop(t testing.TB) {
+	b.once.Do(func() {
+		_ = b.server.Close()
+		if err := b.store.Close(); err != nil {
 			t.Errorf("store close: %v", err)
 		}
 	})
-	return b
 }
 
 // msg is a message a test client received.

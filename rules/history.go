@@ -3,6 +3,7 @@ package rules
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,10 +59,13 @@ func (h *history) init(s *persistence.Store) {
 	h.topics = map[string][]histEntry{}
 }
 
-// load builds the index from the store.
+// load builds the index from the store and deletes what expired while the
+// broker was down.
 func (h *history) load() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	now := time.Now().UnixNano()
+	var expired []persistence.Op
 	err := h.store.Scan(histPrefix, func(k, v string) bool {
 		body := k[len(histPrefix):]
 		i := strings.LastIndexByte(body, 0)
@@ -77,13 +81,20 @@ func (h *history) load() error {
 		if json.Unmarshal([]byte(v), &sm) == nil && !sm.Expires.IsZero() {
 			exp = sm.Expires.UnixNano()
 		}
+		h.seq = max(h.seq, seq)
+		if exp != 0 && exp <= now {
+			expired = append(expired, persistence.Del(k))
+			return true
+		}
 		topic := body[:i]
 		h.topics[topic] = append(h.topics[topic], histEntry{seq: seq, expires: exp})
-		h.seq = max(h.seq, seq)
 		return true
 	})
 	if err != nil {
 		return fmt.Errorf("rules: load history: %w", err)
+	}
+	if len(expired) > 0 {
+		h.store.Write(expired...)
 	}
 	return nil
 }
@@ -199,6 +210,7 @@ func (e *Engine) HistoryTopics() []string {
 	for t := range e.hist.topics {
 		out = append(out, t)
 	}
+	slices.Sort(out)
 	return out
 }
 
