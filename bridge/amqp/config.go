@@ -195,7 +195,7 @@ func (c Config) validateConn(v *validator) {
 			err = ue.Err
 		}
 		v.bad("amqp.url", "not a valid URL (%v); percent-encode reserved characters in the user name and password", err)
-	case u.Scheme == "":
+	case u.Scheme == "" || !strings.Contains(c.URL, "://"):
 		v.bad("amqp.url", "missing scheme; %s", urlHint)
 	case u.Scheme != "amqp" && u.Scheme != "amqps":
 		v.bad("amqp.url", "scheme %q: use amqp:// or amqps://", u.Scheme)
@@ -243,13 +243,13 @@ func (c Config) validateOut(v *validator) {
 	}
 	switch t := e.Type; {
 	case t == "" || t == "direct" || t == "fanout" || t == "topic" || t == "headers" || strings.HasPrefix(t, "x-"):
+		if t != "" && !e.Declare {
+			v.bad("amqp.exchange.type", "applies only with declare: true")
+		}
 	default:
 		v.bad("amqp.exchange.type", "%q: use direct, fanout, topic or headers (or a plugin's x-… type)", t)
 	}
 	if !e.Declare {
-		if e.Type != "" {
-			v.bad("amqp.exchange.type", "applies only with declare: true")
-		}
 		if e.Durable != nil {
 			v.bad("amqp.exchange.durable", "applies only with declare: true")
 		}

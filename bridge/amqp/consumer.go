@@ -269,16 +269,21 @@ func (c *Consumer) session() (healthy bool, err error) {
 func (c *Consumer) endReason(closed chan *amqp.Error, cancelled chan string) error {
 	t := time.NewTimer(closeNoticeWait)
 	defer t.Stop()
-	select {
-	case e, ok := <-closed:
-		if ok && e != nil {
-			return fmt.Errorf("amqp: consuming queue %q: %w", c.queue, e)
+	for {
+		select {
+		case e, ok := <-closed:
+			if ok && e != nil {
+				return fmt.Errorf("amqp: consuming queue %q: %w", c.queue, e)
+			}
+			return fmt.Errorf("amqp: consuming queue %q: channel closed", c.queue)
+		case _, ok := <-cancelled:
+			if ok {
+				return fmt.Errorf("amqp: RabbitMQ cancelled the consumer of queue %q (was the queue deleted?)", c.queue)
+			}
+			cancelled = nil // closed with the channel: wait for its reason
+		case <-t.C:
+			return fmt.Errorf("amqp: consuming queue %q: deliveries stopped", c.queue)
 		}
-		return fmt.Errorf("amqp: consuming queue %q: channel closed", c.queue)
-	case <-cancelled:
-		return fmt.Errorf("amqp: RabbitMQ cancelled the consumer of queue %q (was the queue deleted?)", c.queue)
-	case <-t.C:
-		return fmt.Errorf("amqp: consuming queue %q: deliveries stopped", c.queue)
 	}
 }
 
