@@ -43,7 +43,10 @@ type Status struct {
 	Echoed uint64
 	// Expired counts outbound messages whose message expiry passed before
 	// they could be sent; they were dropped, as MQTT asks [MQTT-3.3.2-5].
-	Expired     uint64
+	Expired uint64
+	// LastError is the last failure (connection, subscription, publish
+	// either way) and LastErrorAt when it happened; they stay after a
+	// recovery.
 	LastError   string
 	LastErrorAt time.Time
 }
@@ -309,6 +312,7 @@ func (b *Bridge) run(ctx context.Context) {
 		lostAt = time.Now()
 		b.mu.Lock()
 		b.link = nil
+		b.lastErr, b.lastErrAt = errConnectionLost.Error(), lostAt // the cause follows
 		b.mu.Unlock()
 		cause := l.cause()
 		b.setErr(fmt.Errorf("connection lost: %w", cause))

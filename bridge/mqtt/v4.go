@@ -109,7 +109,9 @@ func (r *v4Remote) connect(ctx context.Context) (link, error) {
 		stop()
 	}
 	if err := tok.Error(); err != nil {
-		if ct, ok := tok.(*paho3.ConnectToken); ok && ct.ReturnCode() != 0 && ct.ReturnCode() != 0x80 /* network error */ {
+		// 0x01 to 0x05 are CONNACK refusals; paho uses 0xFE and 0xFF for
+		// network and protocol errors.
+		if ct, ok := tok.(*paho3.ConnectToken); ok && ct.ReturnCode() >= 0x01 && ct.ReturnCode() <= 0x05 {
 			return nil, fmt.Errorf("the remote refused the connection: %w%s", err, v4Hint(ct.ReturnCode()))
 		}
 		if ctx.Err() != nil {
