@@ -93,7 +93,7 @@ func (b *Broker) addBridge(bc BridgeConfig) error {
 		}
 		b.inbound = append(b.inbound, inbound{Start: m.Start, Stop: m.Stop, status: func() InboundStatus {
 			st := m.Status()
-			return InboundStatus{Bridge: bc.Name, Source: bc.MQTT.URL, Connected: st.Connected,
+			return InboundStatus{Bridge: bc.Name, Source: bc.MQTT.URL, Connected: st.Connected && st.Subscribed,
 				Received: st.Received, Published: st.Published, Refused: st.Refused, LastError: st.LastError, LastErrorAt: st.LastErrorAt}
 		}})
 		if len(bc.outFilters()) > 0 {
