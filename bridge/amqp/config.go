@@ -375,8 +375,8 @@ func (in Inbound) withDefaults() Inbound {
 // tlsConfig builds the TLS configuration for an amqps:// URL (nil for
 // amqp://).
 func (c Config) tlsConfig() (*tls.Config, error) {
-	if !strings.HasPrefix(c.URL, "amqps://") {
-		return nil, nil
+	if u, err := url.Parse(c.URL); err != nil || u.Scheme != "amqps" {
+		return nil, nil // amqp:// (Validate rejected anything else)
 	}
 	t, err := c.TLS.Build()
 	if err != nil {

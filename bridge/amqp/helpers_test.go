@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"log/slog"
 	"maps"
@@ -371,6 +372,7 @@ type proxy struct {
 	t      testing.TB
 	ln     net.Listener
 	target string
+	tls    *tls.Config
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -379,7 +381,11 @@ type proxy struct {
 }
 
 // newProxy listens on 127.0.0.1:0; it stops at cleanup.
-func newProxy(t testing.TB) *proxy {
+func newProxy(t testing.TB) *proxy { return newTLSProxy(t, nil) }
+
+// newTLSProxy is a proxy that terminates TLS (amqps://) with tlsCfg, in
+// front of a RabbitMQ without TLS.
+func newTLSProxy(t testing.TB, tlsCfg *tls.Config) *proxy {
 	t.Helper()
 	u, err := url.Parse(amqpURL())
 	if err != nil {
@@ -389,7 +395,7 @@ func newProxy(t testing.TB) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{t: t, ln: ln, target: u.Host, gate: make(chan struct{})}
+	p := &proxy{t: t, ln: ln, target: u.Host, gate: make(chan struct{}), tls: tlsCfg}
 	close(p.gate)
 	p.wg.Go(p.accept)
 	t.Cleanup(func() {
@@ -407,6 +413,9 @@ func (p *proxy) url() string {
 		p.t.Fatal(err)
 	}
 	u.Host = p.ln.Addr().String()
+	if p.tls != nil {
+		u.Scheme = "amqps"
+	}
 	return u.String()
 }
 
@@ -415,6 +424,9 @@ func (p *proxy) accept() {
 		c, err := p.ln.Accept()
 		if err != nil {
 			return
+		}
+		if p.tls != nil {
+			c = tls.Server(c, p.tls) // handshakes on the first read
 		}
 		s, err := net.Dial("tcp", p.target)
 		if err != nil {

@@ -151,6 +151,11 @@ func NewSender(name string, cfg Config, log *slog.Logger) (*Sender, error) {
 //     (the whole Send: dialing, publishing, confirms) is a plain error: the
 //     batch is retried, and the next Send re-dials if needed.
 //
+// When ctx ends (or ConfirmTimeout passes) while the Send waits for
+// confirms, only its channel is given up; while it is still dialing or
+// writing (RabbitMQ applying TCP back-pressure), the connection is
+// aborted, failing the other Sends on it too.
+//
 // Messages whose MQTT message expiry has passed are not published
 // [MQTT-3.3.2-5]. Each message's id from bridge.MessageIDs becomes its
 // AMQP message-id, the same on every attempt, so consumers can drop

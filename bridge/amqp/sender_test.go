@@ -2,8 +2,14 @@ package amqp
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +21,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/motemq/mote/bridge"
+	"github.com/motemq/mote/internal/testpki"
+	topics "github.com/motemq/mote/internal/topic"
 	"github.com/motemq/mote/persistence"
 )
 
@@ -412,6 +420,58 @@ func TestSendConnectionLostMidSend(t *testing.T) {
 	r.takeAll(q, want, 10*time.Second)
 }
 
+// amqps:// with the configured CA and client certificate (mutual TLS)
+// works; a server the CA does not vouch for, or a missing client
+// certificate, fails the Send with a retryable error that says why.
+func TestSendTLS(t *testing.T) {
+	t.Parallel()
+	pki := testpki.New(t)
+	srv, err := tls.LoadX509KeyPair(pki.CertFile, pki.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newTLSProxy(t, &tls.Config{Certificates: []tls.Certificate{srv}, ClientCAs: pki.Pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12})
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	key, err := x509.MarshalECPrivateKey(pki.Client.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: pki.Client.Certificate[0]}, keyFile: {Type: "EC PRIVATE KEY", Bytes: key}} {
+		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRabbit(t)
+	ex, q := uniq(t, "ex"), uniq(t, "q")
+	r.exchange(ex, "topic")
+	r.queue(q, nil)
+	r.bind(q, "#", ex)
+
+	s := senderFor(t, "tls", Config{URL: p.url(), Exchange: Exchange{Name: ex}, TLS: bridge.TLSConfig{CAFile: pki.CAFile, CertFile: certFile, KeyFile: keyFile}})
+	if err := s.Send(sendCtx(t), []packets.Packet{msg("a", 1, "over tls")}); err != nil {
+		t.Fatalf("mutual TLS: %v", err)
+	}
+	if d := r.take(q, 1, 10*time.Second)[0]; string(d.Body) != "over tls" {
+		t.Fatalf("body %q", d.Body)
+	}
+	for _, tc := range []struct {
+		name string
+		tls  bridge.TLSConfig
+		want string
+	}{
+		{"system roots", bridge.TLSConfig{CertFile: certFile, KeyFile: keyFile}, "certificate"},
+		{"no client certificate", bridge.TLSConfig{CAFile: pki.CAFile}, ""},
+	} {
+		s := senderFor(t, "tls-"+tc.name, Config{URL: p.url(), Exchange: Exchange{Name: ex}, TLS: tc.tls, ConfirmTimeout: 5 * time.Second})
+		err := s.Send(sendCtx(t), []packets.Packet{msg("a", 1, "x")})
+		if err == nil || bridge.IsPermanent(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		t.Logf("%s: %v", tc.name, err)
+	}
+}
+
 // Publishing to an exchange that does not exist is a retryable error that
 // says so and how to fix it; the next Send works once the exchange exists.
 func TestSendMissingExchange(t *testing.T) {
@@ -587,4 +647,47 @@ func BenchmarkSend(b *testing.B) {
 			wg.Wait()
 		})
 	})
+}
+
+// On a real topic exchange, a queue bound with FilterToBindingKey(f)
+// receives a message sent with TopicToKey(t) exactly when MQTT's f
+// matches t.
+func TestFilterBindingOnRabbitMQ(t *testing.T) {
+	t.Parallel()
+	r := newRabbit(t)
+	ex := uniq(t, "ex")
+	r.exchange(ex, "topic")
+	filters := []string{"#", "a/#", "a/+", "+/+", "+/b/#", "v1.2/+", "sensors/+/temp", "/+", "+"}
+	topicNames := []string{"a", "a/b", "a/b/c", "x/b", "x/b/y", "v1.2/x", "v1/2/x", "sensors/1/temp", "sensors//temp", "/x", "/", "a.b"}
+	queues := make([]string, len(filters))
+	for i, f := range filters {
+		queues[i] = uniq(t, "q"+strconv.Itoa(i))
+		r.queue(queues[i], nil)
+		r.bind(queues[i], FilterToBindingKey(f), ex)
+	}
+	s := senderFor(t, "bindings", Config{Exchange: Exchange{Name: ex}, Mandatory: ptr(false)})
+	var batch []packets.Packet
+	for _, tn := range topicNames {
+		batch = append(batch, msg(tn, 1, tn))
+	}
+	if err := s.Send(sendCtx(t), batch); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range filters {
+		var want []string
+		for _, tn := range topicNames {
+			if topics.Match(f, tn) {
+				want = append(want, tn)
+			}
+		}
+		var got []string
+		if len(want) > 0 {
+			for _, d := range r.take(queues[i], len(want), 10*time.Second) {
+				got = append(got, string(d.Body))
+			}
+		}
+		if n := r.count(queues[i]); !slices.Equal(got, want) || n != 0 {
+			t.Errorf("filter %q (binding key %q): got %q and %d more, want %q", f, FilterToBindingKey(f), got, n, want)
+		}
+	}
 }
