@@ -211,7 +211,7 @@ func (c *Consumer) session() (healthy bool, err error) {
 	defer func() {
 		c.setConnected(false)
 		if cerr := d.close(); cerr != nil && !errors.Is(cerr, amqp.ErrClosed) {
-			c.log.Debug("amqp: closing the consumer's connection", "error", cerr)
+			c.log.Debug("amqp consumer connection close failed", "error", cerr)
 		}
 	}()
 	var (
@@ -304,7 +304,7 @@ func (c *Consumer) handle(d *amqp.Delivery) error {
 	case bridge.IsPermanent(err):
 		c.failed(err)
 		c.count(&c.st.Rejected)
-		c.log.Warn("amqp message refused by the broker; rejected to the queue's dead-letter exchange",
+		c.log.Warn("amqp message refused by the broker; rejected to the queue's dead-letter exchange, if any",
 			"topic", pk.TopicName, "error", err)
 		if err := d.Reject(false); err != nil {
 			return fmt.Errorf("amqp: rejecting a delivery of queue %q (RabbitMQ will deliver it again): %w", c.queue, err)
@@ -317,7 +317,7 @@ func (c *Consumer) handle(d *amqp.Delivery) error {
 			c.log.Warn("amqp message not taken by the broker; requeued", "topic", pk.TopicName, "error", err)
 		}
 		if nerr := d.Nack(false, true); nerr != nil {
-			c.log.Debug("amqp: nack failed; the closing connection requeues the delivery", "error", nerr)
+			c.log.Debug("amqp nack failed; closing the connection requeues the delivery", "error", nerr)
 		}
 		return fmt.Errorf("amqp: publishing a message of queue %q: %w (requeued; reconnecting so that the queue's order holds)", c.queue, err)
 	}

@@ -199,7 +199,7 @@ func (s *Sender) prepare(ctx context.Context, msgs []packets.Packet) ([]outgoing
 			return nil, fmt.Errorf("amqp: message on %q: %w", pk.TopicName, err)
 		}
 		if expired {
-			s.log.Debug("amqp: expired message not sent", "topic", pk.TopicName)
+			s.log.Debug("amqp expired message not sent", "topic", pk.TopicName)
 			continue
 		}
 		out = append(out, outgoing{key: key, msg: msg})
@@ -300,7 +300,7 @@ func (s *Sender) connect(ctx context.Context) (*link, *pubChannel, error) {
 	}
 	if err != nil {
 		if cerr := d.close(); cerr != nil && !errors.Is(cerr, amqp.ErrClosed) {
-			s.log.Debug("amqp: closing a failed connection", "error", cerr)
+			s.log.Debug("amqp close after a failed setup failed", "error", cerr)
 		}
 		return nil, nil, err
 	}
@@ -321,10 +321,10 @@ func (s *Sender) watch(l *link, blocks chan amqp.Blocking) {
 			if b.Active {
 				reason := b.Reason
 				l.blocked.Store(&reason)
-				s.log.Warn("amqp: RabbitMQ blocks publishing", "reason", reason)
+				s.log.Warn("amqp publishing blocked by a RabbitMQ resource alarm", "reason", reason)
 			} else {
 				l.blocked.Store(nil)
-				s.log.Info("amqp: RabbitMQ unblocked publishing")
+				s.log.Info("amqp publishing unblocked")
 			}
 		case e, ok := <-l.closed:
 			l.lost.Store(true)
@@ -497,7 +497,7 @@ func (s *Sender) discard(pc *pubChannel) {
 	}
 	s.wg.Go(func() {
 		if err := pc.ch.Close(); err != nil && !errors.Is(err, amqp.ErrClosed) {
-			s.log.Debug("amqp: closing a publisher channel", "error", err)
+			s.log.Debug("amqp publisher channel close failed", "error", err)
 		}
 	})
 }
