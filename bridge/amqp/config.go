@@ -170,9 +170,6 @@ func (c Config) Validate(hasFilters bool) error {
 	for i, in := range c.In {
 		in.validate(v, fmt.Sprintf("amqp.in[%d]", i))
 	}
-	if !hasFilters && len(c.In) == 0 {
-		v.bad("amqp", "nothing to bridge: add filters (MQTT → AMQP) or amqp.in queues (AMQP → MQTT)")
-	}
 	return v.err()
 }
 

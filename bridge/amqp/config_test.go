@@ -88,7 +88,6 @@ func TestValidate(t *testing.T) {
 		{name: "valid", edit: func(*Config) {}, hasFilters: true},
 		{name: "default exchange by its alias", edit: func(c *Config) { c.Exchange = Exchange{Name: "amq.default"} }, hasFilters: true},
 		{name: "no exchange without filters", edit: func(c *Config) { c.Exchange = Exchange{} }},
-		{name: "nothing to bridge", edit: func(c *Config) { c.In = nil }, want: []string{"amqp: nothing to bridge"}},
 		{name: "url missing", edit: func(c *Config) { c.URL = "" }, want: []string{"amqp.url: required; use amqp://user:pass@host:5672/vhost"}},
 		{name: "url without scheme", edit: func(c *Config) { c.URL = "guest:guest@rabbit:5672" }, want: []string{"amqp.url: missing scheme; use amqp://user:pass@host:5672/vhost"}},
 		{name: "url host only", edit: func(c *Config) { c.URL = "rabbit.example" }, want: []string{"amqp.url: missing scheme"}},
