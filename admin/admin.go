@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,12 +193,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // authorize).
 func (a *API) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := a.authorize(r); err != nil {
+		id, err := a.authorize(r)
+		if err != nil {
 			a.writeError(w, r, err)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)))
 	})
+}
+
+type identityKey struct{}
+
+// identity is who guard let through.
+func identity(r *http.Request) auth.Identity {
+	id, _ := r.Context().Value(identityKey{}).(auth.Identity)
+	return id
 }
 
 // authorize says who sent r and whether they may use the API: with users

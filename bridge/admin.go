@@ -78,17 +78,18 @@ func (b *Bridge) OnSend(fn func(d time.Duration, msgs int, err error)) {
 }
 
 // keepDead stores a dead letter for RetryDead, forgetting the oldest
-// beyond MaxDeadLetters.
-func (b *Bridge) keepDead(pk packets.Packet, reason string, attempts int) {
-	b.deadLog.Append(encodeDead(pk, reason, attempts, time.Now()))
+// beyond MaxDeadLetters, and returns the batch that makes it durable.
+func (b *Bridge) keepDead(pk packets.Packet, reason string, attempts int) *persistence.Batch {
+	_, batch := b.deadLog.Append(encodeDead(pk, reason, attempts, time.Now()))
 	for b.deadLog.Len() > MaxDeadLetters {
 		var oldest uint64
 		_ = b.deadLog.Scan(0, func(e persistence.Entry) bool { oldest = e.ID; return false })
 		if oldest == 0 {
-			return
+			break
 		}
 		b.deadLog.Ack(oldest)
 	}
+	return batch
 }
 
 // DeadLetters returns up to limit of the kept dead letters with ids above
@@ -116,10 +117,13 @@ func (b *Bridge) DeadLetters(after uint64, limit int) ([]DeadLetter, error) {
 }
 
 // RetryDead moves up to limit (0: all) kept dead letters back into the
-// outbox, with their attempts reset, and returns how many it moved. Each
-// is appended to the outbox before its dead letter is deleted: a crash in
-// between sends a duplicate, never loses one.
+// outbox, with their attempts reset, and returns how many it moved once
+// that is durable. The dead letters are deleted only after the outbox
+// copies are durable: a crash in between sends a duplicate, never loses
+// one.
 func (b *Bridge) RetryDead(limit int) (int, error) {
+	b.retryMu.Lock() // two at once would both move the same dead letters
+	defer b.retryMu.Unlock()
 	var values [][]byte
 	var ids []uint64
 	err := b.deadLog.Scan(0, func(e persistence.Entry) bool {
@@ -143,8 +147,14 @@ func (b *Bridge) RetryDead(limit int) (int, error) {
 		return 0, nil
 	}
 	_, batch := b.outbox.Append(values...)
-	b.deadLog.Ack(ids...)
-	b.store.Afterwards(batch, func(error) { b.wake() })
+	err = batch.Wait()
+	b.wake()
+	if err == nil {
+		err = b.deadLog.Ack(ids...).Wait()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("bridge %s: retry dead letters: %w", b.cfg.Name, err)
+	}
 	b.log.Info("bridge: dead letters sent again", "messages", len(ids))
 	return len(ids), nil
 }

@@ -70,6 +70,7 @@ type Bridge struct {
 	quit                chan struct{}
 	wg                  sync.WaitGroup // dispatcher
 	sends               sync.WaitGroup
+	acking              sync.WaitGroup // outbox deletes waiting for their dead letters' copies
 	ctx                 context.Context
 	cancel              context.CancelFunc
 	startOnce, stopOnce sync.Once
@@ -87,6 +88,7 @@ type Bridge struct {
 	openUntil                   time.Time
 	probing                     bool
 	paused                      bool
+	retryMu                     sync.Mutex // one RetryDead at a time
 	lastOK                      bool
 	sent, failed, dead, dropped uint64
 	lastErr                     string
@@ -216,6 +218,7 @@ func (b *Bridge) Stop() {
 		}
 		t.Stop()
 		b.cancel()
+		b.acking.Wait() // the store commits them (it closes after the bridges stop)
 		b.mu.Lock()
 		var ids []uint64
 		for _, it := range b.pending {
@@ -491,12 +494,25 @@ func (b *Bridge) send(batch []*item) {
 			}
 			return true
 		})
-		// Kept before the outbox records go (batches commit in order): a
-		// crash never loses a message that is neither sent nor kept.
+		// The outbox records of dead letters go once the kept copies are
+		// durable (a crash can apply part of one store transaction, so
+		// they do not share a batch); until then they stay leased here.
+		var kept *persistence.Batch
 		for _, d := range dead {
-			b.keepDead(d.pk, d.reason, d.attempts)
+			kept = b.keepDead(d.pk, d.reason, d.attempts)
 		}
-		if len(acks) > 0 {
+		switch {
+		case len(acks) == 0:
+		case kept != nil:
+			ids := acks
+			b.acking.Add(1)
+			b.store.Afterwards(kept, func(err error) {
+				defer b.acking.Done()
+				if err == nil {
+					b.outbox.Ack(ids...)
+				}
+			})
+		default:
 			b.outbox.Ack(acks...)
 		}
 	}

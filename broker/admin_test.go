@@ -768,3 +768,107 @@ func jsString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// Dead letters of queues and bridges, and a bridge's pause, survive a
+// restart.
+func TestAdminStateSurvivesRestart(t *testing.T) {
+	ep := newEndpoint(t)
+	ep.status.Store(400)
+	dir := t.TempDir()
+	cfg := []func(*broker.Config){webhookBridge(ep.URL), func(c *broker.Config) {
+		c.Queues = []broker.QueueConfig{{Name: "jobs", Filter: "jobs/#", MaxDeliveries: 1}}
+	}}
+	b := brokertest.StartIn(t, dir, cfg...)
+	addr := b.Addr(broker.ListenerMQTT)
+	pub := brokertest.MustV5(t, addr, brokertest.Options{ID: "r-pub", Clean: true})
+	pub.MustPub(t, "events/1", []byte("e"), 1, false)
+	pub.MustPub(t, "jobs/1", []byte("j"), 1, false)
+	w := brokertest.MustV5(t, addr, brokertest.Options{ID: "r-worker", Clean: true, NoAck: true})
+	w.Sub(t, 1, "$share/jobs/jobs/#")
+	w.Next(t, wait)
+	w.Drop()
+	eventually(t, "both dead letters", func() bool {
+		return adminGet(t, b, "/api/v1/queues/jobs")["dead_letters"].(float64) == 1 &&
+			adminGet(t, b, "/api/v1/bridges/hooks")["dead_letters"].(float64) == 1
+	})
+	adminPost(t, b, "/api/v1/bridges/hooks/pause")
+	pub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	b = brokertest.StartIn(t, dir, cfg...)
+	if q := adminGet(t, b, "/api/v1/queues/jobs/dead"); len(items(t, q)) != 1 {
+		t.Fatalf("queue dead letters after the restart: %v", q)
+	}
+	br := adminGet(t, b, "/api/v1/bridges/hooks")
+	if br["paused"] != true || br["dead_letters"].(float64) != 1 {
+		t.Fatalf("bridge after the restart: %v", br)
+	}
+}
+
+// The admin: section: defaults, values and the errors that name the key.
+func TestAdminConfig(t *testing.T) {
+	load := func(yaml string) (*broker.Config, error) {
+		p := filepath.Join(t.TempDir(), "mote.yaml")
+		if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return broker.LoadConfig(broker.Overrides{Config: &p}, broker.Overrides{})
+	}
+	c, err := load("admin:\n  role: ops-admin\n  metrics_public: true\n  console: false\n  console_ws_url: wss://mqtt.example.com/mqtt\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Admin; a.Role != "ops-admin" || !a.MetricsPublic || a.Console == nil || *a.Console || a.ConsoleWSURL != "wss://mqtt.example.com/mqtt" {
+		t.Fatalf("admin: %+v", a)
+	}
+	if c, err := load("data_dir: ./d\n"); err != nil || c.Admin.Enabled != nil || c.Admin.Role != "" {
+		t.Fatalf("defaults: %+v %v", c.Admin, err)
+	}
+	for _, tc := range []struct{ yaml, says string }{
+		{"admin:\n  role: \"two words\"\n", "admin.role"},
+		{"admin:\n  role: \"a,b\"\n", "admin.role"},
+		{"admin:\n  console_ws_url: http://example.com/mqtt\n", "admin.console_ws_url"},
+		{"admin:\n  console_ws_url: \"wss://\"\n", "admin.console_ws_url"},
+		{"admin:\n  consle: true\n", "consle"},
+	} {
+		if _, err := load(tc.yaml); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%q: error %v, want one naming %s", tc.yaml, err, tc.says)
+		}
+	}
+}
+
+// admin.enabled: false leaves health, readiness and the publish API;
+// admin.role and a custom console URL apply.
+func TestAdminDisabledAndRole(t *testing.T) {
+	off := false
+	b := brokertest.Start(t, func(c *broker.Config) { c.Admin.Enabled = &off })
+	for _, p := range []string{"/api/v1/clients", "/metrics", "/"} {
+		if a := adminDo(t, b, "GET", p, ""); a.status != 404 {
+			t.Fatalf("%s with the admin side off: %d", p, a.status)
+		}
+	}
+	if a := adminDo(t, b, "GET", "/readyz", ""); a.status != 200 {
+		t.Fatalf("readyz: %d", a.status)
+	}
+
+	dir := t.TempDir()
+	users := writeUsers(t, filepath.Join(dir, "passwd"), user{"root", "root-pw", []string{"admin"}}, user{"ops", "ops-pw", []string{"operator"}})
+	b = brokertest.Start(t, func(c *broker.Config) {
+		c.Auth.UsersFile = users
+		c.Admin.Role = "operator"
+		c.Admin.ConsoleWSURL = "wss://mqtt.example.com/mqtt"
+	})
+	if a := adminDo(t, b, "GET", "/api/v1/clients", "ops:ops-pw"); a.status != 200 {
+		t.Fatalf("operator: %d %s", a.status, a.raw)
+	}
+	if a := adminDo(t, b, "GET", "/api/v1/clients", "root:root-pw"); a.status != 403 || !strings.Contains(a.body["error"].(string), `"operator" role`) {
+		t.Fatalf("admin without the operator role: %d %s", a.status, a.raw)
+	}
+	if cc := adminDo(t, b, "GET", "/api/v1/console-config", ""); cc.body["ws_url"] != "wss://mqtt.example.com/mqtt" || cc.body["role"] != "operator" {
+		t.Fatalf("console-config: %s", cc.raw)
+	}
+}

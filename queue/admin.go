@@ -35,10 +35,21 @@ type Message struct {
 }
 
 // keepDead stores a dead letter for Redrive, forgetting the oldest beyond
-// MaxDeadLetters. mg.mu is held. The append is submitted before the
-// caller's ack of the queue record, so a crash never loses both.
-func (mg *Manager) keepDead(q *queue, pk packets.Packet, deliveries int) {
-	q.dead.Append(persistence.EncodeMessageAt(pk, deliveries, time.Now()))
+// MaxDeadLetters, and takes message id off q once the copy is durable: a
+// crash can apply part of one store transaction, so the delete waits for
+// the append instead of sharing its batch. mg.mu is held.
+func (mg *Manager) keepDead(q *queue, pk packets.Packet, deliveries int, id uint64) {
+	_, batch := q.dead.Append(persistence.EncodeMessageAt(pk, deliveries, time.Now()))
+	delete(q.counts, id)
+	delete(q.avoid, id)
+	// Until then the record stays leased here, so nobody hands it out.
+	mg.acking.Add(1)
+	mg.store.Afterwards(batch, func(err error) {
+		defer mg.acking.Done()
+		if err == nil {
+			q.log.Ack(id)
+		}
+	})
 	for q.dead.Len() > MaxDeadLetters {
 		var oldest uint64
 		_ = q.dead.Scan(0, func(e persistence.Entry) bool { oldest = e.ID; return false })
@@ -109,9 +120,9 @@ func scanMessages(l *persistence.Log, after uint64, limit int, fill func(*Messag
 // purge). It returns how many it deleted.
 func (mg *Manager) Purge(group string) (int, error) {
 	mg.mu.Lock()
-	defer mg.mu.Unlock()
 	q := mg.queues[group]
 	if q == nil {
+		mg.mu.Unlock()
 		return 0, fmt.Errorf("%w: %q", ErrNoQueue, group)
 	}
 	var ids []uint64
@@ -121,10 +132,18 @@ func (mg *Manager) Purge(group string) (int, error) {
 		}
 		return true
 	}); err != nil {
+		mg.mu.Unlock()
 		return 0, fmt.Errorf("queue %q: purge: %w", group, err)
 	}
 	for _, id := range ids {
-		q.ack(id)
+		delete(q.counts, id)
+		delete(q.avoid, id)
+	}
+	batch := q.log.Ack(ids...)
+	mg.mu.Unlock()
+	// Answer once the deletes are durable (and a peek no longer sees them).
+	if err := batch.Wait(); err != nil {
+		return 0, fmt.Errorf("queue %q: purge: %w", group, err)
 	}
 	if len(ids) > 0 {
 		mg.log.Info("queue purged", "group", group, "messages", len(ids))
@@ -134,14 +153,34 @@ func (mg *Manager) Purge(group string) (int, error) {
 
 // Redrive moves up to limit (0: all) of group's dead letters back to the
 // end of its queue, with their delivery count reset, and returns how many
-// it moved. Each is appended before its dead letter is deleted: a crash in
-// between leaves a duplicate, never a loss.
+// it moved once that is durable. The dead letters are deleted only after
+// the appended copies are durable: a crash in between leaves a duplicate,
+// never a loss.
 func (mg *Manager) Redrive(group string, limit int) (int, error) {
+	mg.redriveMu.Lock() // two at once would both move the same dead letters
+	defer mg.redriveMu.Unlock()
+	q, ids, batch, err := mg.redrive(group, limit)
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	if err := batch.Wait(); err != nil {
+		return 0, fmt.Errorf("queue %q: redrive: %w", group, err)
+	}
+	if err := q.dead.Ack(ids...).Wait(); err != nil {
+		return 0, fmt.Errorf("queue %q: redrive: %w", group, err)
+	}
+	mg.log.Info("queue: dead letters moved back to the queue", "group", group, "messages", len(ids))
+	return len(ids), nil
+}
+
+// redrive appends the dead letters to the queue and returns their ids and
+// the batch that makes the copies durable.
+func (mg *Manager) redrive(group string, limit int) (*queue, []uint64, *persistence.Batch, error) {
 	mg.mu.Lock()
 	defer mg.mu.Unlock()
 	q := mg.queues[group]
 	if q == nil {
-		return 0, fmt.Errorf("%w: %q", ErrNoQueue, group)
+		return nil, nil, nil, fmt.Errorf("%w: %q", ErrNoQueue, group)
 	}
 	var values [][]byte
 	var ids []uint64
@@ -161,14 +200,12 @@ func (mg *Manager) Redrive(group string, limit int) (int, error) {
 		return true
 	})
 	if err != nil {
-		return 0, fmt.Errorf("queue %q: redrive: %w", group, err)
+		return nil, nil, nil, fmt.Errorf("queue %q: redrive: %w", group, err)
 	}
 	if len(ids) == 0 {
-		return 0, nil
+		return q, nil, nil, nil
 	}
-	q.log.Append(values...)
-	q.dead.Ack(ids...)
-	mg.log.Info("queue: dead letters moved back to the queue", "group", group, "messages", len(ids))
+	_, batch := q.log.Append(values...)
 	mg.poke()
-	return len(ids), nil
+	return q, ids, batch, nil
 }

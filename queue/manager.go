@@ -56,9 +56,11 @@ type Manager struct {
 	log     *slog.Logger
 	inline  *mqtt.Client
 
-	mu     sync.Mutex
-	queues map[string]*queue
-	outbox []packets.Packet // dead letters to publish after mu is released
+	mu        sync.Mutex
+	queues    map[string]*queue
+	redriveMu sync.Mutex       // one Redrive at a time
+	acking    sync.WaitGroup   // queue deletes waiting for their dead letters' copies
+	outbox    []packets.Packet // dead letters to publish after mu is released
 
 	evMu   sync.Mutex
 	events []event
@@ -203,6 +205,7 @@ func (mg *Manager) saveMeta(q *queue) {
 func (mg *Manager) Stop() error {
 	mg.once.Do(func() { close(mg.stop) })
 	mg.wg.Wait()
+	mg.acking.Wait() // the store commits them (it closes after the hooks stop)
 	return nil
 }
 

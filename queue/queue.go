@@ -226,8 +226,7 @@ func (mg *Manager) dispatch(q *queue, now time.Time) {
 			continue
 		}
 		if n >= q.set.MaxDeliveries {
-			mg.deadLetter(q, pk, n, "max_deliveries")
-			q.ack(e.ID)
+			mg.deadLetter(q, pk, n, "max_deliveries", e.ID)
 			continue
 		}
 		m := mg.pick(q, &pk, q.avoid[e.ID])
@@ -318,7 +317,8 @@ func (q *queue) expired(pk *packets.Packet, stored, now time.Time) bool {
 }
 
 // deadLetter publishes pk to the queue's dead-letter topic with why.
-func (mg *Manager) deadLetter(q *queue, pk packets.Packet, deliveries int, why string) {
+// The message leaves the queue (id) once its kept copy is durable.
+func (mg *Manager) deadLetter(q *queue, pk packets.Packet, deliveries int, why string, id uint64) {
 	q.st.DeadLettered++
 	topic := strings.ReplaceAll(q.set.DeadLetterTopic, "{group}", q.group)
 	out := packets.Packet{
@@ -340,7 +340,7 @@ func (mg *Manager) deadLetter(q *queue, pk packets.Packet, deliveries int, why s
 		},
 	}
 	mg.log.Warn("queue: message dead-lettered", "group", q.group, "topic", pk.TopicName, "reason", why, "deliveries", deliveries, "dead_letter_topic", topic)
-	mg.keepDead(q, pk, deliveries)
+	mg.keepDead(q, pk, deliveries, id)
 	mg.publish(out)
 }
 
