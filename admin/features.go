@@ -320,6 +320,7 @@ type History struct {
 // HistoryEntry is one kept message.
 type HistoryEntry struct {
 	Message
+	Rule string    `json:"rule,omitempty"`
 	Time time.Time `json:"time"`
 }
 
@@ -347,12 +348,10 @@ func (a *API) history(r *http.Request) (any, error) {
 			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: h.QoS, Retain: h.Retain},
 			TopicName:   h.Topic,
 			Payload:     h.Payload,
+			Origin:      h.ClientID,
 		}
 		pk.Properties.ContentType = h.ContentType
-		for _, u := range h.UserProperties {
-			pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: u.Key, Val: u.Value})
-		}
-		out.Messages = append(out.Messages, HistoryEntry{Message: messageOf(pk, 0), Time: h.Time.UTC()})
+		out.Messages = append(out.Messages, HistoryEntry{Message: messageOf(pk, 0), Rule: h.Rule, Time: h.Time.UTC()})
 	}
 	return out, nil
 }

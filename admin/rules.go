@@ -25,27 +25,27 @@ var ErrNotFound = errors.New("not found")
 
 // RuleStatus is one rule and its counters.
 type RuleStatus struct {
-	Name      string    `json:"name"`
-	Enabled   bool      `json:"enabled"`
-	Filters   []string  `json:"filters,omitempty"`
-	Condition string    `json:"condition,omitempty"`
-	Actions   []string  `json:"actions,omitempty"` // action kinds, in order
-	Matched   uint64    `json:"matched"`
-	Errors    uint64    `json:"errors"`
-	LastError string    `json:"last_error,omitempty"`
-	LastAt    time.Time `json:"last_error_at,omitzero"`
+	Name        string    `json:"name"`
+	Enabled     bool      `json:"enabled"`
+	Topics      []string  `json:"topics"`
+	Chain       bool      `json:"chain,omitempty"`
+	OnError     string    `json:"on_error,omitempty"`
+	Matched     uint64    `json:"matched"`
+	Errors      uint64    `json:"errors"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 }
 
 // HistoryMessage is one message a rule's store action kept.
 type HistoryMessage struct {
-	Topic   string
-	Payload []byte
-	QoS     byte
-	Retain  bool
-	Time    time.Time
-	// ContentType and UserProperties are the message's, where it had them.
-	ContentType    string
-	UserProperties []UserProperty
+	Topic       string
+	Payload     []byte
+	QoS         byte
+	Retain      bool
+	ClientID    string // publisher
+	ContentType string
+	Rule        string // the rule whose store action kept it
+	Time        time.Time
 }
 
 func (a *API) rules() (Rules, error) {

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -8,6 +10,7 @@ import (
 
 	"github.com/motemq/mote/admin"
 	"github.com/motemq/mote/listen"
+	"github.com/motemq/mote/rules"
 )
 
 // AdminConfig is the admin: section (metrics, admin API, console). Its
@@ -144,4 +147,49 @@ func wsPath(p string) string {
 		return "/mqtt" // as listen.NewWS
 	}
 	return p
+}
+
+// rulesView shows a rules engine to the admin API. Pass adminRules(engine)
+// as admin.Options.Rules once the engine is wired into the broker.
+type rulesView struct{ e *rules.Engine }
+
+func adminRules(e *rules.Engine) admin.Rules {
+	if e == nil {
+		return nil
+	}
+	return rulesView{e}
+}
+
+func (v rulesView) Rules() []admin.RuleStatus {
+	var out []admin.RuleStatus
+	for _, r := range v.e.Rules() {
+		out = append(out, admin.RuleStatus{
+			Name: r.Name, Enabled: r.Enabled, Topics: r.Topics, Chain: r.Chain, OnError: r.OnError,
+			Matched: r.Matched, Errors: r.Errors, LastError: r.LastError, LastErrorAt: r.LastErrorAt,
+		})
+	}
+	return out
+}
+
+func (v rulesView) Enable(name string, on bool) error {
+	err := v.e.Enable(name, on)
+	if errors.Is(err, rules.ErrUnknownRule) {
+		return fmt.Errorf("%w: %w", admin.ErrNotFound, err)
+	}
+	return err
+}
+
+func (v rulesView) History(topic string, limit int) ([]admin.HistoryMessage, error) {
+	ms, err := v.e.History(topic, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]admin.HistoryMessage, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, admin.HistoryMessage{
+			Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, ClientID: m.ClientID,
+			ContentType: m.ContentType, Rule: m.Rule, Time: m.Time,
+		})
+	}
+	return out, nil
 }
