@@ -439,31 +439,39 @@ func (b *Bridge) send(batch []*item) {
 			it.inflight = false
 		}
 	default:
-		permanent := IsPermanent(err)
+		// Per-message outcomes when the sender gave them (BatchError),
+		// else err for every message.
+		itemErr := func(int) error { return err }
+		var be *BatchError
+		if errors.As(err, &be) && len(be.Errs) == len(batch) {
+			itemErr = func(i int) error { return be.Errs[i] }
+		}
 		b.lastOK = false
 		b.lastErr = err.Error()
 		b.lastErrAt = now
-		b.failed += uint64(len(batch))
-		if !permanent {
-			b.failures++
-			if b.breakerOpen || b.failures >= b.cfg.BreakerFailures {
-				if !b.breakerOpen {
-					b.log.Warn("bridge breaker open", "failures", b.failures, "err", err)
-				}
-				b.breakerOpen = true
-				b.openUntil = now.Add(b.cfg.BreakerCooldown)
-			}
-		}
 		d, asked := retryDelay(err)
 		if asked {
 			b.holdUntil = now.Add(d)
 		}
-		for _, it := range batch {
+		transient := false
+		for i, it := range batch {
 			it.inflight = false
+			ierr := itemErr(i)
+			if ierr == nil {
+				done[it] = true
+				b.sent++
+				if it.id != 0 {
+					acks = append(acks, it.id)
+				}
+				continue
+			}
+			b.failed++
+			permanent := IsPermanent(ierr)
+			transient = transient || !permanent
 			it.attempts++
 			if permanent || it.attempts >= b.cfg.MaxAttempts {
 				done[it] = true
-				dead = append(dead, dl{it.pk, err.Error(), it.attempts})
+				dead = append(dead, dl{it.pk, ierr.Error(), it.attempts})
 				if it.id != 0 {
 					acks = append(acks, it.id)
 				}
@@ -478,6 +486,18 @@ func (b *Bridge) send(batch []*item) {
 			if it.id != 0 {
 				// Keep the attempt count across restarts (best effort).
 				_, _ = b.outbox.Put(it.id, persistence.EncodeMessage(it.pk, it.attempts))
+			}
+		}
+		// Only failures that may pass count towards the breaker: a far
+		// side refusing particular messages for good is not down.
+		if transient {
+			b.failures++
+			if b.breakerOpen || b.failures >= b.cfg.BreakerFailures {
+				if !b.breakerOpen {
+					b.log.Warn("bridge breaker open", "failures", b.failures, "err", err)
+				}
+				b.breakerOpen = true
+				b.openUntil = now.Add(b.cfg.BreakerCooldown)
 			}
 		}
 		b.dead += uint64(len(dead))

@@ -830,3 +830,70 @@ func TestOfferAfterStop(t *testing.T) {
 		t.Errorf("outbox %d, want 1", n)
 	}
 }
+
+// A BatchError settles each message on its own: delivered ones leave the
+// outbox, permanent failures are dead-lettered, the others retried.
+func TestBatchErrorPerMessage(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	defer store.Close()
+	var mu sync.Mutex
+	calls := 0
+	var dead []string
+	delivered := map[string]int{}
+	sender := SenderFunc(func(ctx context.Context, msgs []packets.Packet) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		errs := make([]error, len(msgs))
+		for i, m := range msgs {
+			switch {
+			case m.TopicName == "t/bad":
+				errs[i] = Permanent(errors.New("refused"))
+			case m.TopicName == "t/flaky" && calls == 1:
+				errs[i] = errors.New("try again")
+			default:
+				delivered[m.TopicName]++
+			}
+		}
+		return &BatchError{Errs: errs}
+	})
+	b, err := New(Config{Name: "batch", Filters: []string{"t/#"}, BatchSize: 3, BatchWait: 50 * time.Millisecond, BackoffMin: time.Millisecond, BackoffMax: time.Millisecond},
+		store, sender, func(pk packets.Packet, reason string, attempts int) {
+			mu.Lock()
+			dead = append(dead, pk.TopicName+": "+reason)
+			mu.Unlock()
+		}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"t/ok", "t/bad", "t/flaky"} {
+		if batch := b.Offer(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: topic, Payload: []byte("x")}); batch != nil {
+			if err := batch.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	b.Start()
+	defer b.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		ok := delivered["t/flaky"] == 1 && len(dead) == 1
+		mu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %v dead %v", delivered, dead)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if delivered["t/ok"] != 1 || !strings.Contains(dead[0], "t/bad: permanent: refused") {
+		t.Fatalf("delivered %v dead %v", delivered, dead)
+	}
+	if st := b.Status(); st.Sent != 2 || st.DeadLettered != 1 || st.BreakerOpen {
+		t.Fatalf("status %+v", st)
+	}
+}

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -21,6 +22,37 @@ type SenderFunc func(ctx context.Context, msgs []packets.Packet) error
 
 // Send calls f.
 func (f SenderFunc) Send(ctx context.Context, msgs []packets.Packet) error { return f(ctx, msgs) }
+
+// BatchError reports a Send's outcome per message: Errs[i] is the error of
+// msgs[i], nil when that message was delivered. Each may be wrapped with
+// Permanent. A sender returns it when some messages of a batch made it and
+// others did not, so that only the failed ones are retried or
+// dead-lettered.
+type BatchError struct {
+	Errs []error
+}
+
+// Error summarises the failures.
+func (e *BatchError) Error() string {
+	failed := 0
+	var first error
+	for _, err := range e.Errs {
+		if err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if first == nil {
+		return "bridge: batch delivered"
+	}
+	return fmt.Sprintf("%d of %d messages failed, first: %v", failed, len(e.Errs), first)
+}
+
+// Unwrap returns the per-message errors, so errors.Is and errors.As look
+// at them.
+func (e *BatchError) Unwrap() []error { return e.Errs }
 
 type permanentError struct{ err error }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,7 @@ type Sender struct {
 	log        *slog.Logger
 
 	dialing chan struct{} // one dial at a time; waiting for it honours ctx
+	seq     atomic.Uint64 // message ids of messages without one (QoS 0)
 
 	mu     sync.Mutex
 	link   *link // the current connection; nil before the first Send
@@ -80,8 +82,9 @@ type pubChannel struct {
 	returns chan amqp.Return
 }
 
-// outgoing is a message ready to publish.
+// outgoing is a message ready to publish: msgs[idx] of a Send.
 type outgoing struct {
+	idx int
 	key string
 	msg amqp.Publishing
 }
@@ -136,20 +139,23 @@ func NewSender(name string, cfg Config, log *slog.Logger) (*Sender, error) {
 }
 
 // Send publishes msgs and waits for RabbitMQ to confirm every one; nil
-// means all were confirmed (acked, and routed when mandatory). The failure
-// is for the whole batch:
+// means all were confirmed (acked, and routed when mandatory). Failures
+// are per message where RabbitMQ tells them apart (a *bridge.BatchError
+// when some of several messages failed), so that only those are retried
+// or dead-lettered:
 //   - a message that can never be published (its routing key renders
 //     empty, invalid or longer than 255 bytes; a user property name longer
-//     than 255 bytes) fails the batch with a bridge.Permanent error before
-//     anything is published;
+//     than 255 bytes) fails with a bridge.Permanent error and is not
+//     published;
 //   - with mandatory, a message RabbitMQ returns as unroutable (NO_ROUTE)
-//     fails the batch with a bridge.Permanent error (unroutable:
-//     dead_letter) or a plain one (retry) once all confirms are in; the
-//     other messages of the batch were delivered, so dead-lettering makes
-//     copies of them, and retrying duplicates them;
-//   - a nack, a lost connection or channel, or ConfirmTimeout passing
-//     (the whole Send: dialing, publishing, confirms) is a plain error: the
-//     batch is retried, and the next Send re-dials if needed.
+//     fails with a bridge.Permanent error (unroutable: dead_letter) or a
+//     plain one (retry); returns are matched to messages by message id
+//     (every publish of a Send has a distinct one);
+//   - a nacked message fails with a plain error (retried);
+//   - a lost connection or channel, or ConfirmTimeout passing (the whole
+//     Send: dialing, publishing, confirms) fails the whole batch with a
+//     plain error: the batch is retried, and the next Send re-dials if
+//     needed.
 //
 // When ctx ends (or ConfirmTimeout passes) while the Send waits for
 // confirms, only its channel is given up; while it is still dialing or
@@ -159,52 +165,76 @@ func NewSender(name string, cfg Config, log *slog.Logger) (*Sender, error) {
 // Messages whose MQTT message expiry has passed are not published
 // [MQTT-3.3.2-5]. Each message's id from bridge.MessageIDs becomes its
 // AMQP message-id, the same on every attempt, so consumers can drop
-// duplicates.
+// duplicates; QoS 0 messages (which have none) get one unique to the Send.
 func (s *Sender) Send(ctx context.Context, msgs []packets.Packet) error {
-	pubs, err := s.prepare(ctx, msgs)
-	if err != nil {
-		return bridge.Permanent(err)
+	pubs, errs := s.prepare(ctx, msgs)
+	if len(pubs) > 0 {
+		ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.ConfirmTimeout,
+			fmt.Errorf("amqp: send not confirmed within confirm_timeout (%s)", s.cfg.ConfirmTimeout))
+		defer cancel()
+		l, pc, err := s.acquire(ctx)
+		if err != nil {
+			return err
+		}
+		if err := s.publish(ctx, l, pc, pubs, errs); err != nil {
+			return err
+		}
 	}
-	if len(pubs) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.ConfirmTimeout,
-		fmt.Errorf("amqp: send not confirmed within confirm_timeout (%s)", s.cfg.ConfirmTimeout))
-	defer cancel()
-	l, pc, err := s.acquire(ctx)
-	if err != nil {
-		return err
-	}
-	return s.publish(ctx, l, pc, pubs)
+	return batchResult(errs)
 }
 
-// prepare maps msgs to publishings; an error is about a message that can
-// never be published.
-func (s *Sender) prepare(ctx context.Context, msgs []packets.Packet) ([]outgoing, error) {
+// batchResult is the error of a Send whose per-message errors are errs.
+func batchResult(errs []error) error {
+	failed := 0
+	var last error
+	for _, err := range errs {
+		if err != nil {
+			failed++
+			last = err
+		}
+	}
+	switch {
+	case failed == 0:
+		return nil
+	case len(errs) == 1:
+		return last
+	}
+	return &bridge.BatchError{Errs: errs}
+}
+
+// prepare maps msgs to publishings; errs[i] is set, as a Permanent error,
+// for a message that can never be published.
+func (s *Sender) prepare(ctx context.Context, msgs []packets.Packet) ([]outgoing, []error) {
 	ids := bridge.MessageIDs(ctx)
 	now := time.Now()
 	out := make([]outgoing, 0, len(msgs))
+	errs := make([]error, len(msgs))
 	for i := range msgs {
 		pk := &msgs[i]
 		key, err := s.routingKey(pk)
 		if err != nil {
-			return nil, fmt.Errorf("amqp: message on %q: %w", pk.TopicName, err)
+			errs[i] = bridge.Permanent(fmt.Errorf("amqp: message on %q: %w", pk.TopicName, err))
+			continue
 		}
 		var id string
 		if i < len(ids) {
 			id = ids[i]
 		}
+		if id == "" {
+			id = "mote-" + strconv.FormatUint(s.seq.Add(1), 36)
+		}
 		msg, expired, err := toPublishing(pk, id, now)
 		if err != nil {
-			return nil, fmt.Errorf("amqp: message on %q: %w", pk.TopicName, err)
+			errs[i] = bridge.Permanent(fmt.Errorf("amqp: message on %q: %w", pk.TopicName, err))
+			continue
 		}
 		if expired {
 			s.log.Debug("amqp expired message not sent", "topic", pk.TopicName)
 			continue
 		}
-		out = append(out, outgoing{key: key, msg: msg})
+		out = append(out, outgoing{idx: i, key: key, msg: msg})
 	}
-	return out, nil
+	return out, errs
 }
 
 // routingKey renders the routing key of pk.
@@ -360,17 +390,16 @@ func (s *Sender) openChannel(ctx context.Context, l *link) (*pubChannel, error) 
 	return pc, nil
 }
 
-// returned tallies the messages RabbitMQ returned during one Send.
+// returned collects the messages RabbitMQ returned during one Send.
 type returned struct {
-	n     int
-	first amqp.Return
+	byID map[string]amqp.Return
 }
 
 func (r *returned) add(ret amqp.Return) {
-	if r.n == 0 {
-		r.first = ret
+	if r.byID == nil {
+		r.byID = map[string]amqp.Return{}
 	}
-	r.n++
+	r.byID[ret.MessageId] = ret
 }
 
 // drain takes the returns already notified, without waiting.
@@ -392,7 +421,11 @@ func (r *returned) drain(c chan amqp.Return) {
 // sends a message's basic.return before its basic.ack, and amqp091-go
 // hands both over in that order, so once every confirm is in, every return
 // of this Send is in pc.returns.
-func (s *Sender) publish(ctx context.Context, l *link, pc *pubChannel, pubs []outgoing) error {
+//
+// It returns an error for the whole batch (the channel or connection
+// failed, ctx ended); else it sets errs[p.idx] for each message p that was
+// nacked or returned.
+func (s *Sender) publish(ctx context.Context, l *link, pc *pubChannel, pubs []outgoing, errs []error) error {
 	dcs := make([]*amqp.DeferredConfirmation, 0, len(pubs))
 	var ret returned
 	err := l.guard(ctx, func() error {
@@ -411,8 +444,9 @@ func (s *Sender) publish(ctx context.Context, l *link, pc *pubChannel, pubs []ou
 		return s.channelError(pc, fmt.Sprintf("publishing %d messages", len(pubs)), err)
 	}
 	returns := pc.returns
-	nacked := 0
-	for _, dc := range dcs {
+	nacked := make([]bool, len(dcs))
+	anyNacked := false
+	for i, dc := range dcs {
 	wait:
 		for {
 			select {
@@ -431,28 +465,33 @@ func (s *Sender) publish(ctx context.Context, l *link, pc *pubChannel, pubs []ou
 			}
 		}
 		if !dc.Acked() {
-			nacked++
+			nacked[i], anyNacked = true, true
 		}
 	}
 	ret.drain(pc.returns)
-	if nacked > 0 && pc.ch.IsClosed() {
+	if anyNacked && pc.ch.IsClosed() {
 		// Confirms still pending when a channel closes read as nacks.
 		s.discard(pc)
 		return s.channelError(pc, fmt.Sprintf("publishing %d messages", len(pubs)), amqp.ErrClosed)
 	}
 	s.release(l, pc)
-	switch {
-	case nacked > 0:
-		return fmt.Errorf("amqp: RabbitMQ nacked %d of %d messages to exchange %s (it could not take them); retrying",
-			nacked, len(pubs), showExchange(s.exchange))
-	case ret.n > 0:
-		r := ret.first
-		err := fmt.Errorf("amqp: %d of %d messages unroutable: exchange %s has no queue bound for routing key %q (%d %s)",
-			ret.n, len(pubs), showExchange(r.Exchange), r.RoutingKey, r.ReplyCode, r.ReplyText)
-		if s.deadLetter {
-			return bridge.Permanent(fmt.Errorf("%w; bind a queue, or set amqp.unroutable: retry to keep retrying", err))
+	for i, p := range pubs {
+		if nacked[i] {
+			errs[p.idx] = fmt.Errorf("amqp: RabbitMQ nacked the message on %q to exchange %s (it could not take it); retrying",
+				p.msg.Headers[HeaderTopic], showExchange(s.exchange))
+			continue
 		}
-		return fmt.Errorf("%w; retrying until a queue is bound", err)
+		r, ok := ret.byID[p.msg.MessageId]
+		if !ok {
+			continue
+		}
+		err := fmt.Errorf("amqp: message unroutable: exchange %s has no queue bound for routing key %q (%d %s)",
+			showExchange(r.Exchange), r.RoutingKey, r.ReplyCode, r.ReplyText)
+		if s.deadLetter {
+			errs[p.idx] = bridge.Permanent(fmt.Errorf("%w; bind a queue, or set amqp.unroutable: retry to keep retrying", err))
+		} else {
+			errs[p.idx] = fmt.Errorf("%w; retrying until a queue is bound", err)
+		}
 	}
 	return nil
 }

@@ -98,7 +98,7 @@ func TestSendPropertiesAndHeaders(t *testing.T) {
 	d1, d2 := got[0], got[1]
 	if d1.RoutingKey != "sensors.1/5.temp" || string(d1.Body) != "21.5" || d1.DeliveryMode != amqp.Persistent ||
 		d1.ContentType != "text/plain" || d1.CorrelationId != "req-1" || d1.ReplyTo != "replies.dev-7" ||
-		d1.MessageId != "" || d1.Timestamp.Unix() != m1.Created {
+		!strings.HasPrefix(d1.MessageId, "mote-") || d1.Timestamp.Unix() != m1.Created {
 		t.Errorf("message 1: %+v", d1)
 	}
 	if exp, err := strconv.Atoi(d1.Expiration); err != nil || exp > 60000 || exp < 55000 {
@@ -133,9 +133,15 @@ func TestSendRoutingKeyTemplate(t *testing.T) {
 	if d := r.take(q, 1, 10*time.Second)[0]; d.RoutingKey != "dev.42.dev-7.sensors.42.temp" {
 		t.Fatalf("routing key %q", d.RoutingKey)
 	}
+	// One bad message of a batch fails alone; the other is delivered.
 	err := s.Send(sendCtx(t), []packets.Packet{msg("ok/1", 1, "x"), msg("a/b/c/long", 1, "x")})
-	if !bridge.IsPermanent(err) || !strings.Contains(err.Error(), "longer than AMQP's 255") {
+	var be *bridge.BatchError
+	if !errors.As(err, &be) || len(be.Errs) != 2 || be.Errs[0] != nil ||
+		!bridge.IsPermanent(be.Errs[1]) || !strings.Contains(be.Errs[1].Error(), "longer than AMQP's 255") {
 		t.Fatalf("too long a key: %v", err)
+	}
+	if d := r.take(q, 1, 10*time.Second)[0]; d.RoutingKey != "dev.1.dev-7.ok.1" {
+		t.Fatalf("the good message of the batch: routing key %q", d.RoutingKey)
 	}
 	empty := senderFor(t, "tpl-empty", Config{Exchange: Exchange{Name: ex}, RoutingKey: `{{level 9}}`})
 	err = empty.Send(sendCtx(t), []packets.Packet{msg("a/b", 1, "x")})
@@ -165,6 +171,11 @@ func TestSendUnroutable(t *testing.T) {
 		!strings.Contains(err.Error(), `"nowhere"`) || !strings.Contains(err.Error(), "1 of 2") {
 		t.Fatalf("dead_letter mode: %v", err)
 	}
+	// Only the returned message failed: the routed one is not retried.
+	var be *bridge.BatchError
+	if !errors.As(err, &be) || be.Errs[0] != nil || !bridge.IsPermanent(be.Errs[1]) {
+		t.Fatalf("per-message outcome: %#v", err)
+	}
 	retry := senderFor(t, "unroutable-retry", Config{Exchange: Exchange{Name: ex}, Unroutable: UnroutableRetry})
 	err = retry.Send(sendCtx(t), batch)
 	if err == nil || bridge.IsPermanent(err) || !strings.Contains(err.Error(), "NO_ROUTE") {
@@ -178,7 +189,7 @@ func TestSendUnroutable(t *testing.T) {
 	if err := loose.Send(sendCtx(t), batch); err != nil {
 		t.Fatalf("without mandatory: %v", err)
 	}
-	// The routed message of each batch arrived (the batch fails as a whole).
+	// The routed message of each batch arrived.
 	if got := r.take(q, 4, 10*time.Second); len(got) != 4 {
 		t.Fatalf("got %d", len(got))
 	}
