@@ -41,18 +41,10 @@ bench: build
 	  $(BIN) bench pubsub --url mqtt://127.0.0.1:21883 --qos 1 --topic-mode fanout --subs 3 --duration 5s; \
 	  kill $$pid; wait $$pid; rm -rf /tmp/mote-bench-data
 
-## fuzz: each fuzz target for FUZZTIME (default 30s)
+## fuzz: every fuzz target of the module for FUZZTIME each (default 30s)
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./frame/
-	$(GO) test -run '^$$' -fuzz '^FuzzValidFilter$$' -fuzztime $(FUZZTIME) ./frame/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./persistence/
-	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) ./broker/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseUsers$$' -fuzztime $(FUZZTIME) ./auth/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseACL$$' -fuzztime $(FUZZTIME) ./auth/
-	$(GO) test -run '^$$' -fuzz '^FuzzACLMatch$$' -fuzztime $(FUZZTIME) ./auth/
-	$(GO) test -run '^$$' -fuzz '^FuzzJWTVerify$$' -fuzztime $(FUZZTIME) ./auth/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./bench/
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 ## web: rebuild the browser console (web/dist, committed and embedded in the binary) from web/src
 web:
