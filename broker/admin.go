@@ -64,13 +64,6 @@ func (c *Config) validateAdmin(bad func(key, format string, args ...any)) {
 // listener's routes, and /healthz and /readyz where routes() has not.
 func (b *Broker) registerAdmin(mux *http.ServeMux) {
 	cfg := b.cfg.Admin
-	// mochi answers a QoS 1 PUBLISH that carries user properties with a
-	// PUBACK of reason 0x01 (its "granted QoS 1", not a PUBACK code) that
-	// echoes them; MQTT.js, as the console uses, rejects that packet and
-	// drops the connection. Acks without inherited properties carry no
-	// reason code when they succeed. (This belongs in build(), for every
-	// broker; it is here until it moves there.)
-	b.server.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck = true
 	api, err := admin.New(admin.Options{
 		Server:          b.server,
 		Store:           b.store,

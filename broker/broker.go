@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,6 +118,13 @@ func (b *Broker) build() error {
 		ClientNetReadBufferSize:  1024,
 		ClientNetWriteBufferSize: 2048,
 	})
+
+	// mochi copies a QoS 1/2 PUBLISH's properties into its PUBACK/PUBREC
+	// and then sends its "granted QoS" code (0x01, 0x02) with them: not a
+	// valid PUBACK/PUBREC reason code [MQTT-3.4.2-1], and MQTT.js drops the
+	// connection on it. Without inherited properties a successful ack
+	// carries no reason code at all.
+	b.server.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck = true
 
 	b.guard = guard.New(b.server, guard.Options{
 		MaxKeepalive:  uint16(cfg.MQTT.MaxKeepalive.Std() / time.Second),
@@ -397,10 +403,6 @@ func (b *Broker) closeEarly() {
 
 func (b *Broker) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": Version})
-	})
-	mux.HandleFunc("GET /readyz", b.readyz)
 	api := httpbridge.NewPublishAPI(b.server, b.auth, int64(b.cfg.MQTT.MaxPacketSize), b.log.With("api", "publish"))
 	api.Ready = b.ready.Load
 	api.Register(mux)
@@ -408,32 +410,3 @@ func (b *Broker) routes() http.Handler {
 	return mux
 }
 
-func (b *Broker) readyz(w http.ResponseWriter, r *http.Request) {
-	ls := map[string]string{}
-	for _, id := range []string{ListenerMQTT, ListenerMQTTS, ListenerWS, ListenerWSS, ListenerHTTP} {
-		if a := b.Addr(id); a != "" {
-			ls[id] = a
-		}
-	}
-	st := b.store.Stats()
-	ready := b.ready.Load() && st.SyncErrors == 0
-	code := http.StatusOK
-	if !ready {
-		code = http.StatusServiceUnavailable
-	}
-	writeJSON(w, code, map[string]any{
-		"ready":     ready,
-		"listeners": ls,
-		"store": map[string]any{
-			"file": b.store.Path(), "fsync": string(b.store.Policy()), "keys": st.Keys,
-			"size": st.FileSize, "sync_errors": st.SyncErrors,
-		},
-		"clients": atomic.LoadInt64(&b.server.Info.ClientsConnected),
-	})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}

@@ -94,7 +94,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mote serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var config, dataDir, mqttAddr, wsAddr, httpAddr, level, fsync optString
-	var check string
+	var check, pprofAddr string
 	fs.Var(&config, "config", "YAML configuration file (env MOTE_CONFIG)")
 	fs.Var(&dataDir, "data-dir", "data directory (env MOTE_DATA_DIR; default ./data)")
 	fs.Var(&mqttAddr, "mqtt", `MQTT listener address; "" turns it off (env MOTE_MQTT; default :1883)`)
@@ -103,6 +103,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&level, "log-level", "debug, info, warn or error (env MOTE_LOG_LEVEL; default info)")
 	fs.Var(&fsync, "fsync", "always or everysec (env MOTE_FSYNC; default always)")
 	fs.StringVar(&check, "check-config", "", "validate this configuration file, print what is wrong and exit")
+	fs.StringVar(&pprofAddr, "pprof", "", "serve Go's profiler (net/http/pprof) on this `address`, e.g. 127.0.0.1:6060; off by default")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: mote serve [flags]\n\nFlags override the environment, which overrides the file.\n\n")
 		fs.PrintDefaults()
@@ -148,6 +149,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 1
+	}
+	if pprofAddr != "" {
+		stopProfiler, err := serveProfiler(pprofAddr, log)
+		if err != nil {
+			fmt.Fprintf(stderr, "mote: --pprof %s: %v\n", pprofAddr, err)
+			return 2
+		}
+		defer stopProfiler()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
