@@ -52,7 +52,11 @@ func contentType(f string) string {
 
 // decodeJSON parses one JSON value. Numbers that are integers and fit
 // int64/uint64 become integers, so large ids survive a round trip.
-func decodeJSON(b []byte) (any, error) {
+func decodeJSON(b []byte) (any, error) { return parseJSON(b) }
+
+// decodeJSONStd is decodeJSON with encoding/json: the reference
+// FuzzParseJSON holds parseJSON to.
+func decodeJSONStd(b []byte) (any, error) {
 	d := json.NewDecoder(bytes.NewReader(b))
 	d.UseNumber()
 	var v any
@@ -171,7 +175,7 @@ var (
 		m, err := cbor.DecOptions{
 			DefaultMapType:  reflect.TypeOf(map[string]any(nil)),
 			IntDec:          cbor.IntDecConvertNone,
-			MaxNestedLevels: 64,
+			MaxNestedLevels: maxDepth + 1,
 		}.DecMode()
 		if err != nil {
 			panic(err) // constant options
@@ -220,7 +224,9 @@ func encodeMsgpack(v any) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-const maxDepth = 64
+// maxDepth bounds the nesting of decoded values (encoding/json allows
+// 10000; a message router needs far less, and recursion stays shallow).
+const maxDepth = 1000
 
 // normalize brings a decoded value to the common shape.
 func normalize(v any, depth int) (any, error) {

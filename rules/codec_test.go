@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/big"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -152,7 +153,7 @@ func TestMsgpackBombs(t *testing.T) {
 		{0xdf, 0x7f, 0xff, 0xff, 0xff},
 		{0xc6, 0xff, 0xff, 0xff, 0xff},
 		{0x91, 0x91, 0x91},
-		[]byte(strings.Repeat("\x91", 100) + "\x01"),
+		[]byte(strings.Repeat("\x91", 2000) + "\x01"),
 	} {
 		if _, err := decodeMsgpack(b); err == nil {
 			t.Errorf("% x decoded", b)
@@ -292,4 +293,29 @@ func TestLazyEnv(t *testing.T) {
 	if m.env(q.needs).JSON == nil || !sameValue(first, m.env(q.needs).JSON) {
 		t.Fatal("parsed twice")
 	}
+}
+
+// FuzzParseJSON: the hand-written parser accepts what encoding/json accepts
+// and yields the same values.
+func FuzzParseJSON(f *testing.F) {
+	for _, s := range jsonSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{`"\ud83d\ude00"`, `"\ud83d"`, `"\ud83d\u0041"`, `"\ud83dx"`, `"\xff\xfe"`, `"a\u00"`,
+		`01`, `-`, `1.`, `.5`, `1e`, `[1,]`, `{"a":1,}`, `{"a" 1}`, "\"\x01\"", ` [ 1 , 2 ] `, `tru`, `nul`, `"\/\b\f\n\r\t"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := parseJSON(data)
+		want, werr := decodeJSONStd(data)
+		if err != nil && strings.Contains(err.Error(), "nested too deeply") {
+			return
+		}
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("%q: parseJSON error %v, encoding/json error %v", data, err, werr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: parseJSON %#v, encoding/json %#v", data, got, want)
+		}
+	})
 }

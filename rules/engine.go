@@ -89,6 +89,7 @@ type Counters struct {
 	Refused        atomic.Uint64 // client publishes to $events/ or $rules/ refused
 	Events         atomic.Uint64 // events published
 	EventsDropped  atomic.Uint64 // events lost because the queue was full
+	EventsUnheard  atomic.Uint64 // events not published: no subscriber, no rule
 	LateReplies    atomic.Uint64 // scatter-gather replies after the answer went out
 	HistoryWritten atomic.Uint64 // messages kept by store actions
 }
@@ -404,14 +405,36 @@ func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	if len(matched) == 0 {
 		return pk, nil
 	}
-	x := exec{e: e, orig: &pk, depth: depth, event: strings.HasPrefix(t, EventsPrefix)}
-	m := newMsg(cl, &pk)
+	return pk, e.apply(cl, &pk, s, matched, depth)
+}
+
+// run is the state of one message's rules, pooled: a matched message costs
+// no allocation of its own beyond what its rules do.
+type run struct {
+	x exec
+	m msg
+}
+
+var runPool = sync.Pool{New: func() any { return new(run) }}
+
+// apply runs the matched rules on pk. Nothing keeps pk or the pooled run
+// after it returns (actions that work later copy what they need).
+func (e *Engine) apply(cl *mqtt.Client, pk *packets.Packet, s *Set, matched []int32, depth int) error {
+	st := runPool.Get().(*run)
+	defer func() {
+		*st = run{}
+		runPool.Put(st)
+	}()
+	m := &st.m
+	m.reset(cl, pk)
+	x := &st.x
+	*x = exec{e: e, orig: m, depth: depth, event: isEvent(pk.TopicName)}
 	for _, i := range matched {
 		r := s.rules[i]
 		if (depth > 0 && !r.chain) || !r.st.enabled.Load() {
 			continue
 		}
-		r.run(&x, m)
+		r.run(x, m)
 	}
 	if x.batch != nil && pk.FixedHeader.Qos > 0 {
 		// The acknowledgement waits for the rules' own writes. A dropped
@@ -419,23 +442,23 @@ func (e *Engine) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 		if x.drop || cl.Net.Inline || e.persist == nil {
 			if err := x.batch.Wait(); err != nil {
 				e.log.Error("message not acknowledged: store write failed", "client", cl.ID, "error", err)
-				return pk, packets.ErrRejectPacket
+				return packets.ErrRejectPacket
 			}
 		} else {
-			e.persist.WaitFor(&pk, x.batch)
+			e.persist.WaitFor(pk, x.batch)
 		}
 	}
 	if x.drop {
 		e.Counters.Dropped.Add(1)
 		if !x.event {
 			e.Emit(EventMessageDropped, map[string]any{
-				"client_id": cl.ID, "username": string(cl.Properties.Username), "topic": t,
+				"client_id": cl.ID, "username": string(cl.Properties.Username), "topic": pk.TopicName,
 				"qos": pk.FixedHeader.Qos, "reason": x.dropWhy,
 			})
 		}
-		return pk, packets.CodeSuccessIgnore
+		return packets.CodeSuccessIgnore
 	}
-	return pk, nil
+	return nil
 }
 
 // refuse turns away a client's publish to a topic only the broker writes:

@@ -53,6 +53,7 @@ func (e *Engine) Emit(kind string, fields map[string]any) {
 	}
 	topic := EventsPrefix + kind
 	if !e.wanted(topic) {
+		e.Counters.EventsUnheard.Add(1)
 		return
 	}
 	body := make(map[string]any, len(fields)+2)

@@ -25,10 +25,11 @@ rules:
     actions: [drop: true]
 `})
 	// Nobody listens yet: events cost a lookup and are not published.
-	connect(t, b.addr, "early").close()
-	if n := b.engine.Counters.Events.Load(); n != 0 {
-		t.Fatalf("%d events published with no subscriber", n)
+	early := connect(t, b.addr, "early") // client/connected: decided before CONNACK
+	if n, u := b.engine.Counters.Events.Load(), b.engine.Counters.EventsUnheard.Load(); n != 0 || u != 1 {
+		t.Fatalf("%d events published, %d unheard; want 0 and 1", n, u)
 	}
+	early.close()
 
 	ev := connect(t, b.addr, "watcher")
 	ev.sub(t, 0, "$events/#", "ops/#")

@@ -59,13 +59,21 @@ func (v *needVisitor) Visit(node *ast.Node) {
 
 // program is a compiled expression and the env fields it needs.
 type program struct {
-	p     *vm.Program
-	needs needs
+	p      *vm.Program
+	needs  needs
+	native nativeFn // nil: run on the VM (see compileNative)
 }
 
 var vmPool = sync.Pool{New: func() any { return new(vm.VM) }}
 
 func (p *program) run(e *env) (any, error) {
+	if p.native != nil {
+		return p.native(e)
+	}
+	return p.runVM(e)
+}
+
+func (p *program) runVM(e *env) (any, error) {
 	v := vmPool.Get().(*vm.VM)
 	out, err := v.Run(p.p, e)
 	vmPool.Put(v)
@@ -86,7 +94,11 @@ func compileExpr(src string, asBool bool, col int) (*program, error) {
 	v := &needVisitor{}
 	node := p.Node()
 	ast.Walk(&node, v)
-	return &program{p: p, needs: v.n}, nil
+	prog := &program{p: p, needs: v.n}
+	if fn, ok := compileNative(p.Node()); ok {
+		prog.native = fn
+	}
+	return prog, nil
 }
 
 // exprError turns expr's error into "line L, column C: message".

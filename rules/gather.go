@@ -163,10 +163,8 @@ type gatherRef struct {
 
 func (a *sgAction) do(x *exec, m *msg) (*msg, error) {
 	g := &gather{a: a, qos: qosOr(a.qos, m.qos), depth: x.depth, replies: map[int]any{}}
-	if m.props != nil {
-		g.corr = m.props.CorrelationData
-		g.topic = m.props.ResponseTopic
-	}
+	g.corr = m.props.CorrelationData
+	g.topic = m.props.ResponseTopic
 	if a.replyTopic != nil {
 		t, err := renderTopic(a.replyTopic, m)
 		if err != nil {
@@ -313,8 +311,7 @@ func (g *gather) finish(e *Engine) {
 
 	v := map[string]any{"complete": len(missing) == 0, "replies": replies, "missing": missing}
 	x := later(e, g.depth)
-	props := g.props
-	m := &msg{topic: g.topic, qos: g.qos, at: time.Now(), props: &props, ctype: contentType(fmtJSON)}
+	m := &msg{topic: g.topic, qos: g.qos, at: time.Now(), props: g.props, ctype: contentType(fmtJSON)}
 	m.e = env{Topic: m.topic, QoS: int(m.qos), Timestamp: m.at}
 	payload, err := encodeJSON(v)
 	if err != nil {

@@ -152,18 +152,25 @@ type client struct {
 
 func connect(t testing.TB, addr, id string) *client {
 	t.Helper()
+	c := &client{in: make(chan msg, 10000)}
+	return dial(t, addr, id, c, func(pr paho.PublishReceived) (bool, error) {
+		p := pr.Packet
+		c.in <- msg{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Properties}
+		return true, nil
+	})
+}
+
+// dial connects c with a handler for what it receives.
+func dial(t testing.TB, addr, id string, c *client, onPublish func(paho.PublishReceived) (bool, error)) *client {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, wait)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &client{in: make(chan msg, 10000), conn: conn}
+	c.conn = conn
 	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn: packets.NewThreadSafeConn(conn),
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			p := pr.Packet
-			c.in <- msg{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Props: p.Properties}
-			return true, nil
-		}},
+		Conn:              packets.NewThreadSafeConn(conn),
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){onPublish},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()

@@ -118,7 +118,7 @@ func (h *history) add(m *msg, rule string, maxN int, maxAge time.Duration) *pers
 		Topic: m.topic, Payload: m.payload, QoS: m.qos, Retain: m.retain, ClientID: m.clientID,
 		ContentType: m.ctype, Rule: rule, Time: now.UTC(),
 	}
-	if sm.ContentType == "" && m.props != nil {
+	if sm.ContentType == "" {
 		sm.ContentType = m.props.ContentType
 	}
 	var exp int64

@@ -19,8 +19,8 @@ type msg struct {
 	payload  []byte
 	qos      byte
 	retain   bool
-	props    *packets.Properties // of the original publish; read only
-	ctype    string              // content type set by a transform ("" = props')
+	props    packets.Properties // of the original publish; slices shared, never changed
+	ctype    string             // content type set by a transform ("" = props')
 	clientID string
 	username string
 	at       time.Time
@@ -33,16 +33,16 @@ type msg struct {
 	filled needs
 }
 
-func newMsg(cl *mqtt.Client, pk *packets.Packet) *msg {
-	m := &msg{
+// reset makes m the message pk as cl published it.
+func (m *msg) reset(cl *mqtt.Client, pk *packets.Packet) {
+	*m = msg{
 		topic: pk.TopicName, payload: pk.Payload, qos: pk.FixedHeader.Qos, retain: pk.FixedHeader.Retain,
-		props: &pk.Properties, clientID: pk.Origin, at: time.Now(),
+		props: pk.Properties, clientID: pk.Origin, at: time.Now(),
 	}
 	if cl != nil && !cl.Net.Inline {
 		m.username = string(cl.Properties.Username)
 	}
 	m.e = env{Topic: m.topic, QoS: int(m.qos), Retain: m.retain, ClientID: m.clientID, Username: m.username, Timestamp: m.at}
-	return m
 }
 
 // value is the payload's structured value: decoded by a transform, or the
@@ -70,7 +70,7 @@ func (m *msg) env(n needs) *env {
 			m.e.JSON = m.value()
 		}
 		if miss&needProps != 0 {
-			m.e.Properties = propsMap(m.props, m.ctype)
+			m.e.Properties = propsMap(&m.props, m.ctype)
 		}
 		m.filled |= miss
 	}
@@ -93,9 +93,6 @@ func (m *msg) derive(payload []byte, format string, val any) *msg {
 
 func propsMap(p *packets.Properties, ctype string) map[string]any {
 	out := map[string]any{}
-	if p == nil {
-		return out
-	}
 	if ctype == "" {
 		ctype = p.ContentType
 	}
@@ -137,16 +134,15 @@ func (m *msg) packet(topic string, payload []byte, qos byte, retain bool) packet
 	if qos > 0 {
 		pk.PacketID = 1
 	}
-	if p := m.props; p != nil {
-		pk.Properties = packets.Properties{
-			PayloadFormat:         p.PayloadFormat,
-			PayloadFormatFlag:     p.PayloadFormatFlag,
-			MessageExpiryInterval: p.MessageExpiryInterval,
-			ContentType:           p.ContentType,
-			ResponseTopic:         p.ResponseTopic,
-			CorrelationData:       p.CorrelationData,
-			User:                  slices.Clone(p.User),
-		}
+	p := &m.props
+	pk.Properties = packets.Properties{
+		PayloadFormat:         p.PayloadFormat,
+		PayloadFormatFlag:     p.PayloadFormatFlag,
+		MessageExpiryInterval: p.MessageExpiryInterval,
+		ContentType:           p.ContentType,
+		ResponseTopic:         p.ResponseTopic,
+		CorrelationData:       p.CorrelationData,
+		User:                  slices.Clone(p.User),
 	}
 	if m.ctype != "" {
 		pk.Properties.ContentType = m.ctype
@@ -159,9 +155,9 @@ func (m *msg) packet(topic string, payload []byte, qos byte, retain bool) packet
 // exec is one run of the rules on a message.
 type exec struct {
 	e       *Engine
-	orig    *packets.Packet // the publish; nil when a timer runs the rest of a rule
-	depth   int             // rules' outputs the input passed
-	event   bool            // the input is an event: errors are logged, not emitted
+	orig    *msg // the message as published; nil when a timer runs the rest of a rule
+	depth   int  // rules' outputs the input passed
+	event   bool // the input is an event: errors are logged, not emitted
 	drop    bool
 	dropWhy string
 	halted  bool // the current rule stopped (on_error drop or dead_letter)
@@ -254,22 +250,12 @@ func (r *rule) fail(x *exec, m *msg, where string, err error) {
 // deadLetter publishes the original message (or, after a timer, the
 // message at hand) to $rules/{name}/dead with the error.
 func (r *rule) deadLetter(x *exec, m *msg, why string) {
-	var pk packets.Packet
+	src := m
 	if x.orig != nil {
-		o := x.orig
-		pk = packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: o.FixedHeader.Qos},
-			Payload:     o.Payload,
-			Properties: packets.Properties{
-				ContentType: o.Properties.ContentType, PayloadFormat: o.Properties.PayloadFormat,
-				PayloadFormatFlag: o.Properties.PayloadFormatFlag, ResponseTopic: o.Properties.ResponseTopic,
-				CorrelationData: o.Properties.CorrelationData, User: slices.Clone(o.Properties.User),
-			},
-		}
-	} else {
-		pk = m.packet("", m.payload, m.qos, false)
+		src = x.orig
 	}
-	pk.TopicName = RulesPrefix + r.name + "/dead"
+	pk := src.packet(RulesPrefix+r.name+"/dead", src.payload, src.qos, false)
+	pk.Properties.MessageExpiryInterval = 0 // a dead letter waits for its reader
 	pk.Properties.User = append(pk.Properties.User,
 		packets.UserProperty{Key: "error", Val: why},
 		packets.UserProperty{Key: "original-topic", Val: m.topic},
