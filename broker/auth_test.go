@@ -623,6 +623,12 @@ func TestAuthRecheckOnResume(t *testing.T) {
 	alice := must5(t, addr, o)
 	alice.sub(t, 1, "devices/alice/#")
 	alice.close()
+	// The messages below must find the session offline, not still being
+	// torn down (then some would be delivered before the ACL changes).
+	waitFor(t, wait, "alice's connection to end", func() bool {
+		cl, ok := b.Server().Clients.Get("alice-dev")
+		return ok && cl.Closed()
+	})
 	sensor := must5(t, addr, login("sensor", "sensor"))
 	for i := range 5 {
 		sensor.mustPub(t, "devices/alice/t", fmt.Sprint("queued-", i), 1)

@@ -28,6 +28,9 @@ import (
 //     lock while it writes). Between Cork and Uncork, writes are gathered
 //     and sent in one system call.
 //   - SetDeadline from mochi (its keepalive) only sets the read deadline.
+//   - HoldWrites lets the next writes wait for something (a store commit)
+//     without blocking the writer: they are queued in order and sent by a
+//     short-lived goroutine once it happened.
 //
 // An idle connection holds no buffer of its own: reads go straight into
 // mochi's buffer and only a partial packet is kept back.
@@ -49,10 +52,12 @@ type Conn struct {
 	reply []byte // for rerr: sent when rerr reaches mochi, after the packets before it
 
 	// write side
-	wmu    sync.Mutex
-	corked int
-	wbuf   []byte
-	werr   error
+	wmu      sync.Mutex
+	corked   int
+	wbuf     []byte
+	werr     error
+	held     []heldWrite // writes waiting behind a hold, in order (see HoldWrites)
+	flushing bool        // the goroutine sending held writes runs
 
 	closed atomic.Bool
 }
@@ -276,7 +281,8 @@ func (c *Conn) compact() {
 	c.rpos = 0
 }
 
-// Write writes b with a deadline, or gathers it while corked.
+// Write writes b with a deadline, gathers it while corked, or queues it
+// behind a hold.
 func (c *Conn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -292,7 +298,106 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		return len(b), nil
 	}
-	return c.writeLocked(b)
+	return c.emitLocked(b)
+}
+
+// heldWrite is a hold (until is set) or bytes to send after the holds
+// before them.
+type heldWrite struct {
+	until <-chan struct{}
+	check func() error
+	data  []byte
+}
+
+// maxHeld bounds the bytes queued behind holds; a writer beyond it waits
+// (as it would for a slow socket).
+const maxHeld = 1 << 20
+
+// HoldWrites makes every later write wait until until is closed; check
+// then says whether to go on: an error closes the connection instead, so
+// nothing written after the hold reaches the client. Writes return at once
+// (queued in order); the queued bytes are sent by a goroutine that lives
+// while something is held. The broker acknowledges a QoS 1 PUBLISH this
+// way once the store has it, without stopping mochi from reading and
+// handling the client's next packets meanwhile.
+func (c *Conn) HoldWrites(until <-chan struct{}, check func() error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return
+	}
+	if len(c.held) == 0 {
+		select {
+		case <-until:
+			if err := check(); err == nil {
+				return // nothing to wait for
+			}
+		default:
+		}
+	}
+	c.held = append(c.held, heldWrite{until: until, check: check})
+	if !c.flushing {
+		c.flushing = true
+		go c.sendHeld()
+	}
+}
+
+// emitLocked writes b now, or queues it behind the holds.
+func (c *Conn) emitLocked(b []byte) (int, error) {
+	if len(c.held) == 0 {
+		return c.writeLocked(b)
+	}
+	if n := len(c.held); c.held[n-1].until == nil && len(c.held[n-1].data) < 64<<10 {
+		c.held[n-1].data = append(c.held[n-1].data, b...)
+	} else {
+		c.held = append(c.held, heldWrite{data: append([]byte(nil), b...)})
+	}
+	// Bound memory: past maxHeld, wait (without the lock) for the queue
+	// to shrink, as a write to a full socket would.
+	for c.heldBytes() > maxHeld && c.werr == nil && !c.closed.Load() {
+		c.wmu.Unlock()
+		time.Sleep(time.Millisecond)
+		c.wmu.Lock()
+	}
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	return len(b), nil
+}
+
+func (c *Conn) heldBytes() int {
+	n := 0
+	for _, h := range c.held {
+		n += len(h.data)
+	}
+	return n
+}
+
+// sendHeld sends the held writes in order, waiting for each hold, until
+// the queue is empty or the connection failed.
+func (c *Conn) sendHeld() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for len(c.held) > 0 && c.werr == nil {
+		h := c.held[0]
+		if h.until != nil {
+			c.wmu.Unlock()
+			<-h.until // a store commit: it always ends, also at shutdown
+			err := h.check()
+			c.wmu.Lock()
+			if err != nil && c.werr == nil {
+				c.werr = err
+				c.log.Error("closing client: what it sent could not be stored", "remote", c.RemoteAddr().String(), "error", err)
+				_ = c.Close()
+			}
+		} else if _, err := c.writeLocked(h.data); err != nil {
+			break
+		}
+		c.held[0] = heldWrite{}
+		c.held = c.held[1:]
+	}
+	c.held = nil
+	c.flushing = false
 }
 
 func (c *Conn) writeLocked(b []byte) (int, error) {
@@ -319,7 +424,7 @@ func (c *Conn) flushLocked() error {
 	if len(c.wbuf) == 0 {
 		return nil
 	}
-	_, err := c.writeLocked(c.wbuf)
+	_, err := c.emitLocked(c.wbuf)
 	if cap(c.wbuf) > 64<<10 {
 		c.wbuf = nil
 	} else {

@@ -1006,6 +1006,12 @@ func (h *Hook) OnSysInfoTick(info *system.Info) {
 	h.store.Write(Set(keySysInfo, string(b)))
 }
 
+// holder is implemented by Mote's connections: later writes wait until a
+// channel is closed, without blocking the writer.
+type holder interface {
+	HoldWrites(until <-chan struct{}, check func() error)
+}
+
 // corker is implemented by Mote's connections: writes between Cork and
 // Uncork are sent together.
 type corker interface {
@@ -1068,6 +1074,23 @@ func (b *Barrier) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	b.h.walMu.Unlock()
 	if batch == nil {
+		return pk, nil
+	}
+	// QoS 1 from a network client: let the PUBACK (and whatever is written
+	// after it) wait for the commit on the connection, so mochi reads and
+	// handles the client's next publishes meanwhile and one commit covers
+	// many of them. Subscribers may see the message before it is durable;
+	// if the broker dies before, the publisher sends it again (QoS 1
+	// allows the duplicate). QoS 2 waits here: exactly once needs the
+	// message stored before anyone sees it.
+	if h, ok := cl.Net.Conn.(holder); ok && pk.FixedHeader.Qos == 1 {
+		h.HoldWrites(batch.Done(), func() error {
+			err := batch.Wait()
+			if err != nil {
+				b.h.Counters.StoreErrors.Add(1)
+			}
+			return err
+		})
 		return pk, nil
 	}
 	if err := batch.Wait(); err != nil {
