@@ -409,4 +409,3 @@ func (b *Broker) routes() http.Handler {
 	b.registerAdmin(mux)
 	return mux
 }
-
