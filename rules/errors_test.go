@@ -388,3 +388,32 @@ func TestExampleFile(t *testing.T) {
 		t.Fatalf("%d rules", set.Len())
 	}
 }
+
+// The rules file for `mote bench`: 100 rules, ten matching its topics.
+func TestBenchRulesFile(t *testing.T) {
+	rs, err := rules.LoadFile("testdata/bench-rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := rules.Compile(rs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.Len() != 100 {
+		t.Fatalf("%d rules", set.Len())
+	}
+	b := startBroker(t, brokerOpts{rules: "rules: []"})
+	b.engine.Reload(set)
+	pub := connect(t, b.addr, "pub")
+	pub.pub(t, "mote-bench/0000abcd/3", "\x00\x01binary", 1, nil)
+	matched := 0
+	for _, st := range b.engine.Rules() {
+		if st.Errors != 0 {
+			t.Fatalf("%s: %s", st.Name, st.LastError)
+		}
+		matched += int(st.Matched)
+	}
+	if matched != 0 {
+		t.Fatalf("%d rules fired", matched)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -143,7 +144,8 @@ func disconnectReason(cl *mqtt.Client, err error) string {
 		return "normal disconnect"
 	case errors.Is(cause, packets.ErrSessionTakenOver):
 		return "session taken over by a new connection"
-	case errors.Is(cause, io.EOF), errors.Is(cause, net.ErrClosed):
+	case errors.Is(cause, io.EOF), errors.Is(cause, io.ErrUnexpectedEOF), errors.Is(cause, net.ErrClosed),
+		errors.Is(cause, syscall.ECONNRESET), errors.Is(cause, syscall.EPIPE):
 		return "connection closed without DISCONNECT"
 	case errors.As(cause, &code):
 		return code.Reason

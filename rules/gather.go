@@ -24,8 +24,9 @@ type aggregateAction struct {
 	window  time.Duration
 	maxKeys int
 
-	mu   sync.Mutex
-	open map[string]*bucket
+	mu     sync.Mutex
+	open   map[string]*bucket
+	closed bool // flushed by Reload or Stop: a late message is emitted alone
 }
 
 type bucket struct {
@@ -57,6 +58,12 @@ func (a *aggregateAction) do(x *exec, m *msg) (*msg, error) {
 	}
 
 	a.mu.Lock()
+	if a.closed {
+		// A message that was matched just before its set was replaced.
+		a.mu.Unlock()
+		a.emit(x.e, &bucket{key: key, items: []any{item}, topic: m.topic, qos: m.qos, depth: x.depth}, false)
+		return nil, nil
+	}
 	b := a.open[ks]
 	if b == nil {
 		if len(a.open) >= a.maxKeys {
@@ -107,6 +114,7 @@ func (a *aggregateAction) flush(e *Engine) {
 	a.mu.Lock()
 	open := a.open
 	a.open = map[string]*bucket{}
+	a.closed = true
 	a.mu.Unlock()
 	for _, b := range open {
 		e.cancelTimer(b.timer)
