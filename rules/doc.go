@@ -68,8 +68,22 @@
 // message the engine waits itself, since mochi skips the later hooks).
 // Aggregations and scatter-gathers in progress live in memory: a crash
 // loses them, although their inputs were acknowledged. Reload emits the
-// old set's open aggregations at once; Stop also answers the open
-// scatter-gathers.
+// old set's open aggregations at once, marked incomplete (a message the old
+// set was still handling is then emitted on its own); scatter-gathers keep
+// waiting for their replies. Stop emits the aggregations and answers the
+// scatter-gathers with what came.
+//
+// # Cost
+//
+// A message no rule's filters match costs one walk of a topic trie. For
+// one that matches, the payload is parsed once (a hand-written JSON parser,
+// held to encoding/json by FuzzParseJSON) and only if a matching rule reads
+// json, and conditions made of comparisons, &&, ||, !, ?? and field access
+// run as Go closures over the parsed payload instead of on expr's VM (held
+// to the VM by FuzzNative). BenchmarkRules measures 100 rules, 10 matching
+// each message, against none. An enrich http lookup that misses its cache
+// waits, up to its timeout, on the publisher's goroutine: a slow lookup
+// service slows the publishers whose messages need it.
 //
 // # Store
 //

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -204,14 +205,24 @@ func (e *Engine) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // OnQosDropped emits message/delivery_failed for a QoS 1/2 delivery mochi
-// gave up on (it expired in flight, or the client refused it).
+// gave up on: it expired in flight, its session ended before the client
+// acknowledged it, or the client refused it (a PUBREC with a reason code
+// of 0x80 or more; mochi no longer knows the topic then).
 func (e *Engine) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	if !e.opts.Events || cl.Net.Inline || pk.FixedHeader.Type != packets.Publish || isEvent(pk.TopicName) {
+	if !e.opts.Events || cl.Net.Inline || isEvent(pk.TopicName) {
+		return
+	}
+	reason := "not acknowledged before it expired or its session ended"
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+	case packets.Pubrec:
+		reason = fmt.Sprintf("refused by the client (reason code 0x%02x)", pk.ReasonCode)
+	default:
 		return
 	}
 	e.Emit(EventDeliveryFailed, map[string]any{
 		"client_id": cl.ID, "username": string(cl.Properties.Username), "topic": pk.TopicName,
-		"packet_id": pk.PacketID, "reason": "expired or refused before it was acknowledged",
+		"packet_id": pk.PacketID, "reason": reason,
 	})
 }
 
