@@ -192,15 +192,18 @@ func (a *transformAction) do(x *exec, m *msg) (*msg, error) {
 		val, computed = obj, true
 	}
 
-	to := a.to
+	// By default the value is written the way it was read: in the format
+	// it came in, JSON when it was parsed from bytes or text.
+	to, read := a.to, a.from
+	if read == "" {
+		read = m.format
+	}
 	if to == "" {
 		switch {
-		case computed && structured(a.from):
-			to = a.from
+		case structured(read):
+			to = read
 		case computed:
 			to = fmtJSON
-		case structured(a.from):
-			to = a.from
 		}
 	}
 	var out *msg
@@ -246,9 +249,12 @@ func (a *transformAction) do(x *exec, m *msg) (*msg, error) {
 			b = raw
 		}
 		out = m.derive(b, "", nil)
-	default: // from base64/hex with nothing else: the decoded bytes
+	default: // from base64, hex or text with nothing else: the bytes
 		out = m.derive(raw, "", nil)
 		out.ctype = "application/octet-stream"
+		if a.from == fmtText {
+			out.ctype = contentType(fmtText)
+		}
 		return out, nil
 	}
 	out.ctype = contentType(to)

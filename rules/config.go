@@ -120,7 +120,8 @@ type Transform struct {
 	// base64, hex or text.
 	From string `yaml:"from"`
 	// To is how to write it: json, cbor, msgpack, base64, hex or text.
-	// Default: json when the value was computed (fields, expr), else From.
+	// Default: the format the value was read in (From, or the format a
+	// previous transform wrote), json for a value computed from bytes.
 	To string `yaml:"to"`
 	// Fields builds an object: output field → expression. Expressions see
 	// the decoded payload as json.

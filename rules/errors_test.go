@@ -373,7 +373,7 @@ func TestReservedTopics(t *testing.T) {
 	}
 }
 
-// The example file in testdata loads and compiles.
+// The example file in testdata loads, compiles and works.
 func TestExampleFile(t *testing.T) {
 	rs, err := rules.LoadFile("testdata/example-rules.yaml")
 	if err != nil {
@@ -384,9 +384,39 @@ func TestExampleFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if set.Len() < 8 {
+	if set.Len() != 11 {
 		t.Fatalf("%d rules", set.Len())
 	}
+	b := startBroker(t, brokerOpts{})
+	b.engine.Reload(set)
+	sub := connect(t, b.addr, "sub")
+	sub.sub(t, 1, "alerts/#", "sensors/#", "cbor/#", "display/#", "$rules/#")
+	pub := connect(t, b.addr, "pub")
+
+	pub.pub(t, "sensors/k9/temp", `{"celsius": 101}`, 1, nil)
+	got := sub.collect(t, "alerts/k9/overheat", "display/k9")
+	if m := got["alerts/k9/overheat"]; m.user("severity") != "critical" {
+		t.Fatalf("alert %+v", m.Props)
+	}
+	if m := got["display/k9"]; string(m.Payload) != "k9: 101 °C" {
+		t.Fatalf("display %q", m.Payload)
+	}
+	late := connect(t, b.addr, "display")
+	late.sub(t, 0, "display/#")
+	if m := late.next(t); !m.Retain || string(m.Payload) != "k9: 101 °C" {
+		t.Fatalf("retained display %q %v", m.Payload, m.Retain)
+	}
+	pub.pub(t, "legacy/k1/temp", `{"f": 212}`, 1, nil)
+	got = sub.collect(t, "sensors/k1/temp", "cbor/sensors/k1/temp")
+	if v := jsonOf(t, got["sensors/k1/temp"].Payload); v["celsius"] != 100.0 || v["device"] != "k1" || v["at"] == nil {
+		t.Fatalf("converted %v", v)
+	}
+	pub.pub(t, "legacy/k2/temp", `"broken"`, 1, nil)
+	if m := sub.nextOn(t, "$rules/fahrenheit-to-celsius/dead"); string(m.Payload) != `"broken"` {
+		t.Fatalf("dead letter %q", m.Payload)
+	}
+	pub.pub(t, "gateways/g1/batch", `{"readings": [{"device": "a", "celsius": 20}, {"device": "b", "celsius": 30}]}`, 1, nil)
+	sub.collect(t, "sensors/a/temp", "sensors/b/temp")
 }
 
 // The rules file for `mote bench`: 100 rules, ten matching its topics.
