@@ -40,6 +40,8 @@ const (
 	needPayload
 	needJSON
 	needProps
+	needUser
+	needTime
 )
 
 var needByName = map[string]needs{
@@ -47,6 +49,8 @@ var needByName = map[string]needs{
 	"payload":    needPayload,
 	"json":       needJSON,
 	"properties": needProps,
+	"username":   needUser,
+	"timestamp":  needTime,
 }
 
 type needVisitor struct{ n needs }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -127,8 +128,8 @@ func (a *aggregateAction) emit(e *Engine, b *bucket, complete bool) {
 	v := map[string]any{"key": b.key, "count": len(b.items), "complete": complete, "items": b.items}
 	payload, err := encodeJSON(v)
 	x := later(e, b.depth)
-	m := &msg{topic: b.topic, qos: b.qos, at: time.Now(), ctype: contentType(fmtJSON)}
-	m.e = env{Topic: m.topic, QoS: int(m.qos), Timestamp: m.at}
+	m := &msg{topic: b.topic, qos: b.qos, ctype: contentType(fmtJSON)}
+	m.e = env{Topic: m.topic, QoS: int(m.qos)}
 	if err != nil {
 		a.r.fail(x, m, a.label, err)
 		return
@@ -155,7 +156,7 @@ type gather struct {
 	corr    []byte // the request's correlation data
 	qos     byte
 	depth   int
-	props   packets.Properties
+	props   msgProps
 	timer   *time.Timer
 
 	mu      sync.Mutex
@@ -171,8 +172,8 @@ type gatherRef struct {
 
 func (a *sgAction) do(x *exec, m *msg) (*msg, error) {
 	g := &gather{a: a, qos: qosOr(a.qos, m.qos), depth: x.depth, replies: map[int]any{}}
-	g.corr = m.props.CorrelationData
-	g.topic = m.props.ResponseTopic
+	g.corr = m.props.correlation
+	g.topic = m.props.responseTopic
 	if a.replyTopic != nil {
 		t, err := renderTopic(a.replyTopic, m)
 		if err != nil {
@@ -193,7 +194,8 @@ func (a *sgAction) do(x *exec, m *msg) (*msg, error) {
 		g.targets = append(g.targets, t)
 		g.ids = append(g.ids, newID())
 	}
-	g.props = m.packet("", nil, 0, false).Properties
+	g.props = m.props
+	g.props.user = slices.Clone(g.props.user)
 	if x.depth+1 > MaxHops {
 		return nil, ErrHopLimit
 	}
@@ -319,8 +321,8 @@ func (g *gather) finish(e *Engine) {
 
 	v := map[string]any{"complete": len(missing) == 0, "replies": replies, "missing": missing}
 	x := later(e, g.depth)
-	m := &msg{topic: g.topic, qos: g.qos, at: time.Now(), props: g.props, ctype: contentType(fmtJSON)}
-	m.e = env{Topic: m.topic, QoS: int(m.qos), Timestamp: m.at}
+	m := &msg{topic: g.topic, qos: g.qos, props: g.props, ctype: contentType(fmtJSON)}
+	m.e = env{Topic: m.topic, QoS: int(m.qos)}
 	payload, err := encodeJSON(v)
 	if err != nil {
 		g.a.r.fail(x, m, g.a.label, err)

@@ -113,13 +113,13 @@ func (a *storeAction) do(x *exec, m *msg) (*msg, error) {
 
 // add keeps m and trims its topic to max messages and maxAge.
 func (h *history) add(m *msg, rule string, maxN int, maxAge time.Duration) *persistence.Batch {
-	now := time.Now()
+	now := m.when()
 	sm := StoredMessage{
 		Topic: m.topic, Payload: m.payload, QoS: m.qos, Retain: m.retain, ClientID: m.clientID,
 		ContentType: m.ctype, Rule: rule, Time: now.UTC(),
 	}
 	if sm.ContentType == "" {
-		sm.ContentType = m.props.ContentType
+		sm.ContentType = m.props.contentType
 	}
 	var exp int64
 	if maxAge > 0 {

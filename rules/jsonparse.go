@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
@@ -101,7 +102,7 @@ func (p *jsonParser) object(depth int) (any, error) {
 		if p.b[p.i] != '"' {
 			return nil, p.fail("object key is not a string")
 		}
-		k, err := p.str()
+		k, err := p.key()
 		if err != nil {
 			return nil, err
 		}
@@ -164,6 +165,40 @@ func (p *jsonParser) array(depth int) (any, error) {
 			return nil, p.fail("missing ',' or ']' in array")
 		}
 	}
+}
+
+// keys interns short object keys: payloads of one kind repeat the same few
+// keys, and a hit saves an allocation per key per message. Slots are
+// replaced freely; a key is always compared in full.
+var keys [1024]atomic.Pointer[string]
+
+const maxInterned = 32
+
+// key reads an object key, interned when it is short ASCII without escapes.
+func (p *jsonParser) key() (string, error) {
+	start := p.i + 1
+	end := start
+	var h uint32 = 2166136261
+	for end < len(p.b) && end-start <= maxInterned {
+		c := p.b[end]
+		if c == '"' {
+			slot := &keys[h%uint32(len(keys))]
+			if k := slot.Load(); k != nil && *k == string(p.b[start:end]) {
+				p.i = end + 1
+				return *k, nil
+			}
+			k := string(p.b[start:end])
+			slot.Store(&k)
+			p.i = end + 1
+			return k, nil
+		}
+		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			break
+		}
+		h = (h ^ uint32(c)) * 16777619
+		end++
+	}
+	return p.str()
 }
 
 // str reads a string; the fast path is ASCII without escapes.

@@ -19,11 +19,11 @@ type msg struct {
 	payload  []byte
 	qos      byte
 	retain   bool
-	props    packets.Properties // of the original publish; slices shared, never changed
-	ctype    string             // content type set by a transform ("" = props')
+	props    msgProps
+	ctype    string // content type set by a transform ("" = props')
 	clientID string
-	username string
-	at       time.Time
+	username []byte    // the publisher's; shared, never changed
+	at       time.Time // when the rules first needed the time (see when)
 
 	format  string // structured format val was decoded from ("" = JSON, parsed on demand)
 	val     any
@@ -33,16 +33,46 @@ type msg struct {
 	filled needs
 }
 
+// msgProps are the MQTT 5 properties a message carries through the rules
+// (copied from the publish: a pointer would keep the whole packet on the
+// heap for every message).
+type msgProps struct {
+	contentType   string
+	responseTopic string
+	correlation   []byte
+	user          []packets.UserProperty
+	expiry        uint32
+	format        byte
+	formatSet     bool
+}
+
+func propsOf(p *packets.Properties) msgProps {
+	return msgProps{
+		contentType: p.ContentType, responseTopic: p.ResponseTopic, correlation: p.CorrelationData,
+		user: p.User, expiry: p.MessageExpiryInterval, format: p.PayloadFormat, formatSet: p.PayloadFormatFlag,
+	}
+}
+
 // reset makes m the message pk as cl published it.
 func (m *msg) reset(cl *mqtt.Client, pk *packets.Packet) {
 	*m = msg{
 		topic: pk.TopicName, payload: pk.Payload, qos: pk.FixedHeader.Qos, retain: pk.FixedHeader.Retain,
-		props: pk.Properties, clientID: pk.Origin, at: time.Now(),
+		props: propsOf(&pk.Properties), clientID: pk.Origin,
 	}
 	if cl != nil && !cl.Net.Inline {
-		m.username = string(cl.Properties.Username)
+		m.username = cl.Properties.Username
 	}
-	m.e = env{Topic: m.topic, QoS: int(m.qos), Retain: m.retain, ClientID: m.clientID, Username: m.username, Timestamp: m.at}
+	m.e = env{Topic: m.topic, QoS: int(m.qos), Retain: m.retain, ClientID: m.clientID}
+}
+
+// when is the message's timestamp: the time the rules first needed it
+// (reading the clock for every message costs more than the rest of a
+// simple rule).
+func (m *msg) when() time.Time {
+	if m.at.IsZero() {
+		m.at = time.Now()
+	}
+	return m.at
 }
 
 // value is the payload's structured value: decoded by a transform, or the
@@ -72,6 +102,12 @@ func (m *msg) env(n needs) *env {
 		if miss&needProps != 0 {
 			m.e.Properties = propsMap(&m.props, m.ctype)
 		}
+		if miss&needUser != 0 {
+			m.e.Username = string(m.username)
+		}
+		if miss&needTime != 0 {
+			m.e.Timestamp = m.when()
+		}
 		m.filled |= miss
 	}
 	return &m.e
@@ -91,29 +127,29 @@ func (m *msg) derive(payload []byte, format string, val any) *msg {
 	return &n
 }
 
-func propsMap(p *packets.Properties, ctype string) map[string]any {
+func propsMap(p *msgProps, ctype string) map[string]any {
 	out := map[string]any{}
 	if ctype == "" {
-		ctype = p.ContentType
+		ctype = p.contentType
 	}
 	if ctype != "" {
 		out["content_type"] = ctype
 	}
-	if p.ResponseTopic != "" {
-		out["response_topic"] = p.ResponseTopic
+	if p.responseTopic != "" {
+		out["response_topic"] = p.responseTopic
 	}
-	if len(p.CorrelationData) > 0 {
-		out["correlation_data"] = string(p.CorrelationData)
+	if len(p.correlation) > 0 {
+		out["correlation_data"] = string(p.correlation)
 	}
-	if p.PayloadFormatFlag {
-		out["payload_format"] = int(p.PayloadFormat)
+	if p.formatSet {
+		out["payload_format"] = int(p.format)
 	}
-	if p.MessageExpiryInterval > 0 {
-		out["message_expiry"] = int(p.MessageExpiryInterval)
+	if p.expiry > 0 {
+		out["message_expiry"] = int(p.expiry)
 	}
-	if len(p.User) > 0 {
-		u := make(map[string]any, len(p.User))
-		for _, kv := range p.User {
+	if len(p.user) > 0 {
+		u := make(map[string]any, len(p.user))
+		for _, kv := range p.user {
 			u[kv.Key] = kv.Val
 		}
 		out["user"] = u
@@ -136,13 +172,13 @@ func (m *msg) packet(topic string, payload []byte, qos byte, retain bool) packet
 	}
 	p := &m.props
 	pk.Properties = packets.Properties{
-		PayloadFormat:         p.PayloadFormat,
-		PayloadFormatFlag:     p.PayloadFormatFlag,
-		MessageExpiryInterval: p.MessageExpiryInterval,
-		ContentType:           p.ContentType,
-		ResponseTopic:         p.ResponseTopic,
-		CorrelationData:       p.CorrelationData,
-		User:                  slices.Clone(p.User),
+		PayloadFormat:         p.format,
+		PayloadFormatFlag:     p.formatSet,
+		MessageExpiryInterval: p.expiry,
+		ContentType:           p.contentType,
+		ResponseTopic:         p.responseTopic,
+		CorrelationData:       p.correlation,
+		User:                  slices.Clone(p.user),
 	}
 	if m.ctype != "" {
 		pk.Properties.ContentType = m.ctype
