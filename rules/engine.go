@@ -307,6 +307,27 @@ func (e *Engine) Reload(s *Set) {
 	e.log.Info("rules loaded", "rules", len(s.rules))
 }
 
+// Load reads cfg's rules (the inline ones, then File's) and tables,
+// compiles the rules, then replaces the tables and puts the rules in
+// force: the start-up and SIGHUP path. On any error nothing changes (the
+// rules and tables in force stay) and the error says why, every problem
+// at once; the caller logs it.
+func (e *Engine) Load(cfg *Config) error {
+	rs, err := cfg.Load()
+	if err != nil {
+		return err
+	}
+	set, err := e.Compile(rs)
+	if err != nil {
+		return err
+	}
+	if err := e.LoadTables(cfg.Tables); err != nil {
+		return err
+	}
+	e.Reload(set)
+	return nil
+}
+
 // Set is the rule set in force (nil before the first Reload).
 func (e *Engine) Set() *Set { return e.set.Load() }
 

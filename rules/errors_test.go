@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/motemq/mote/rules"
 )
@@ -241,17 +244,7 @@ rules:
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg := rules.Config{File: path}
-		rs, err := cfg.Load()
-		if err != nil {
-			return err
-		}
-		set, err := b.engine.Compile(rs)
-		if err != nil {
-			return err
-		}
-		b.engine.Reload(set)
-		return nil
+		return b.engine.Load(&rules.Config{File: path})
 	}
 	if err := reload("rules:\n  - name: a\n    topics: [in]\n    when: nope\n    actions: [drop: true]\n"); err == nil ||
 		!strings.Contains(err.Error(), `rules[0] "a": when: line 1, column 1: unknown name nope`) {
@@ -445,5 +438,45 @@ func TestBenchRulesFile(t *testing.T) {
 	}
 	if matched != 0 {
 		t.Fatalf("%d rules fired", matched)
+	}
+}
+
+// The broker embeds Config inline: its keys sit at the top level of the
+// broker's file, unknown keys still refused.
+func TestConfigYAML(t *testing.T) {
+	type brokerFile struct {
+		DataDir      string `yaml:"data_dir"`
+		rules.Config `yaml:",inline"`
+	}
+	decode := func(y string) (brokerFile, error) {
+		var f brokerFile
+		dec := yaml.NewDecoder(strings.NewReader(y))
+		dec.KnownFields(true)
+		err := dec.Decode(&f)
+		return f, err
+	}
+	f, err := decode(`
+data_dir: /var/lib/mote
+rules_file: /etc/mote/rules.yaml
+events: false
+tables: {customers: /etc/mote/customers.json}
+rules:
+  - name: a
+    topics: [x]
+    actions:
+      - aggregate: {count: 2, window: 1m30s}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.File != "/etc/mote/rules.yaml" || f.EventsEnabled() || f.Tables["customers"] == "" || len(f.Rules) != 1 ||
+		f.Rules[0].Actions[0].Aggregate.Window != 90*time.Second {
+		t.Fatalf("%+v", f)
+	}
+	if (&rules.Config{}).EventsEnabled() != true {
+		t.Fatal("events are on by default")
+	}
+	if _, err := decode("rule:\n  - name: a\n"); err == nil || !strings.Contains(err.Error(), "field rule not found") {
+		t.Fatalf("unknown key: %v", err)
 	}
 }
