@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"strings"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -73,13 +74,15 @@ func qosOr(q int, def byte) byte {
 }
 
 // renderTopic renders a topic template and checks the result is a topic
-// a rule may publish to.
+// a rule may publish to: not one of the broker's $ topics, except a
+// scatter-gather reply topic (a rule may answer a request:
+// topic: "{{ properties.response_topic }}").
 func renderTopic(t *template, m *msg) (string, error) {
 	s, err := t.render(m.env(t.needs))
 	if err != nil {
 		return "", err
 	}
-	if !t.constant() {
+	if !t.constant() && !strings.HasPrefix(s, replyPrefix) {
 		if err := topics.CheckName(s); err != nil {
 			return "", err
 		}

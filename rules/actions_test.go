@@ -325,6 +325,28 @@ rules:
 	}
 }
 
+// A rule can answer scatter-gather requests itself.
+func TestScatterGatherRuleReplier(t *testing.T) {
+	b := startBroker(t, brokerOpts{rules: `
+rules:
+  - name: ask
+    topics: [ask]
+    actions:
+      - scatter_gather: {targets: [svc/double], timeout: 1m, reply_topic: answers}
+  - name: doubler
+    topics: [svc/double]
+    chain: true
+    actions:
+      - republish: {topic: "{{ properties.response_topic }}", payload: "json.n * 2"}
+`})
+	c := connect(t, b.addr, "c")
+	c.sub(t, 0, "answers")
+	c.pub(t, "ask", `{"n": 21}`, 1, nil)
+	if got := jsonOf(t, c.next(t).Payload); !reflect.DeepEqual(got["replies"], map[string]any{"svc/double": 42.0}) {
+		t.Fatalf("answer %v", got)
+	}
+}
+
 func TestDropAcksPublisher(t *testing.T) {
 	b := startBroker(t, brokerOpts{rules: `
 rules:
