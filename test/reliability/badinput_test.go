@@ -46,7 +46,9 @@ func refusedConnect(code byte) outcome { return outcome{kind: kindConnack, codes
 
 // answered: a packet of type typ whose reason code (acks) or reason codes
 // (SUBACK, in order) are codes; the connection stays open.
-func answered(typ byte, codes ...byte) outcome { return outcome{kind: kindReply, typ: typ, codes: codes} }
+func answered(typ byte, codes ...byte) outcome {
+	return outcome{kind: kindReply, typ: typ, codes: codes}
+}
 
 func (o outcome) check(t *testing.T, r *brokertest.Raw, version byte) {
 	t.Helper()
