@@ -41,6 +41,16 @@ bench: build
 	  $(BIN) bench pubsub --url mqtt://127.0.0.1:21883 --qos 1 --topic-mode fanout --subs 3 --duration 5s; \
 	  kill $$pid; wait $$pid; rm -rf /tmp/mote-bench-data
 
+## bench-compare: Mote (every feature on) vs plain mochi vs a fresh Mosquitto, same `mote bench`
+## scenarios, free loopback ports; table to docs/bench-compare.md (~8 min; needs mosquitto, jq)
+.PHONY: bench-compare soak
+bench-compare:
+	./scripts/bench-compare.sh
+
+## soak: 100 kill -9 cycles and the leak-checking soak (MOTE_SOAK_DURATION, default 5m)
+soak:
+	MOTE_SOAK=1 $(GO) test -race -run 'Cycles|Soak' -timeout 60m -v ./test/e2e/
+
 ## fuzz: every fuzz target of the module for FUZZTIME each (default 30s)
 FUZZTIME ?= 30s
 fuzz:
