@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,6 +88,7 @@ type mote struct {
 	addr string // MQTT over TCP
 	ws   string // MQTT over WebSocket
 	http string
+	pprof string // net/http/pprof
 	// admin credentials for /metrics when users are configured
 	adminUser, adminPass string
 	h                    *health
@@ -106,9 +108,15 @@ func start(t *testing.T, bin, cfg string) *mote {
 		}
 		extra = append(extra, "--config", path)
 	}
+	// The profiler's listener lets a test force a garbage collection
+	// (/debug/pprof/heap?gc=1) before it reads the live heap.
+	extra = append(extra, "--pprof", "127.0.0.1:0")
 	p := brokertest.Spawn(t, bin, data, extra...)
 	m := &mote{Process: p, dir: data, addr: p.Addr(broker.ListenerMQTT), ws: p.Addr(broker.ListenerWS), http: p.Addr(broker.ListenerHTTP)}
-	if m.addr == "" || m.http == "" {
+	if sm := pprofAddr.FindStringSubmatch(p.Log()); sm != nil {
+		m.pprof = sm[1]
+	}
+	if m.addr == "" || m.http == "" || m.pprof == "" {
 		t.Fatalf("listener addresses not logged:\n%s", p.Log())
 	}
 	t.Cleanup(func() {
@@ -149,6 +157,24 @@ func (m *mote) healthy(t *testing.T) {
 		m.h = newHealth(t, m.addr, "health", brokertest.Options{})
 	}
 	m.h.roundTrip(t)
+}
+
+var pprofAddr = regexp.MustCompile(`"msg":"profiler listening","address":"([^"]+)"`)
+
+// liveHeap forces a garbage collection in the broker and returns its live
+// heap (go_memstats_heap_alloc_bytes right after it).
+func (m *mote) liveHeap(t *testing.T) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+m.pprof+"/debug/pprof/heap?gc=1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("forcing a GC: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return int64(m.metric(t, "go_memstats_heap_alloc_bytes"))
 }
 
 // pid finds the broker's process id: the process whose command line holds
