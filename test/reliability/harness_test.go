@@ -84,10 +84,10 @@ const within = time.Second
 // mote is a broker running as a child process.
 type mote struct {
 	*brokertest.Process
-	dir  string // data directory (unique: used to find the PID)
-	addr string // MQTT over TCP
-	ws   string // MQTT over WebSocket
-	http string
+	dir   string // data directory (unique: used to find the PID)
+	addr  string // MQTT over TCP
+	ws    string // MQTT over WebSocket
+	http  string
 	pprof string // net/http/pprof
 	// admin credentials for /metrics when users are configured
 	adminUser, adminPass string
