@@ -11,7 +11,9 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/vmihailenco/msgpack/v5"
@@ -103,71 +105,161 @@ func fixNumbers(v any) (any, error) {
 	return v, nil
 }
 
-// encodeJSON writes v as compact JSON without HTML escaping.
+// encodeJSON writes v as compact JSON without HTML escaping: what
+// encoding/json writes with SetEscapeHTML(false), except for floats from
+// 2^53 to 1e21 (see appendFloat). The decoded shapes are written by hand
+// (FuzzEncodeJSON holds this to encoding/json); anything else an
+// expression may yield goes through encoding/json.
 func encodeJSON(v any) ([]byte, error) {
-	if bigFloats(v) {
-		v = exactFloats(v)
+	return appendJSON(make([]byte, 0, 64), v, 0)
+}
+
+func appendJSON(b []byte, v any, depth int) ([]byte, error) {
+	if depth > maxDepth {
+		return nil, errors.New("json: nested too deeply")
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case bool:
+		return strconv.AppendBool(b, x), nil
+	case string:
+		return appendString(b, x), nil
+	case float64:
+		return appendFloat(b, x)
+	case int64:
+		return strconv.AppendInt(b, x, 10), nil
+	case int:
+		return strconv.AppendInt(b, int64(x), 10), nil
+	case uint64:
+		return strconv.AppendUint(b, x, 10), nil
+	case []byte:
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, x)
+		return append(b, '"'), nil
+	case []any:
+		b = append(b, '[')
+		for i, e := range x {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = appendJSON(b, e, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, ']'), nil
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+			b = append(b, ':')
+			var err error
+			if b, err = appendJSON(b, x[k], depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, '}'), nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
 		return nil, fmt.Errorf("json: %w", err)
 	}
-	out := b.Bytes()
-	return out[:len(out)-1], nil // Encode adds a newline
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...), nil
 }
 
-// Go writes a float64 in its shortest form, "18446744073709552000" for
-// 1.8446744073709552e19, which decodeJSON would read back as an integer of
-// another value. Floats from 2^53 (where float64 stops holding every
-// integer) to 1e21 (where Go switches to exponents itself) are written
-// with an exponent, so they read back as the same float.
+// appendFloat writes f as encoding/json does, except that Go's shortest
+// form of a float from 2^53 (where float64 stops holding every integer) to
+// 1e21 (where Go switches to exponents itself) looks like an integer,
+// "18446744073709552000" for 1.8446744073709552e19, which decodeJSON would
+// read back as an integer of another value: those get an exponent, so they
+// read back as the same float.
+func appendFloat(b []byte, f float64) ([]byte, error) {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return nil, fmt.Errorf("json: unsupported value: %v", f)
+	}
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= exactBelow) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// e-09 → e-9, as encoding/json.
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b, nil
+}
+
 const exactBelow = 1 << 53
 
-func bigFloat(f float64) bool { return math.Abs(f) >= exactBelow && math.Abs(f) < 1e21 }
+const hexDigits = "0123456789abcdef"
 
-func bigFloats(v any) bool {
-	switch x := v.(type) {
-	case float64:
-		return bigFloat(x)
-	case map[string]any:
-		for _, e := range x {
-			if bigFloats(e) {
-				return true
+// appendString quotes s as encoding/json does without HTML escaping.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
 			}
-		}
-	case []any:
-		for _, e := range x {
-			if bigFloats(e) {
-				return true
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 			}
+			i++
+			start = i
+			continue
 		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
 	}
-	return false
-}
-
-// exactFloats copies v with big floats as exponent-form json.Numbers.
-func exactFloats(v any) any {
-	switch x := v.(type) {
-	case float64:
-		if bigFloat(x) {
-			return json.Number(strconv.FormatFloat(x, 'e', -1, 64))
-		}
-	case map[string]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[k] = exactFloats(e)
-		}
-		return m
-	case []any:
-		l := make([]any, len(x))
-		for i, e := range x {
-			l[i] = exactFloats(e)
-		}
-		return l
-	}
-	return v
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 var (

@@ -319,3 +319,60 @@ func FuzzParseJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEncodeJSON: the hand-written encoder writes what encoding/json
+// writes (SetEscapeHTML(false)), except floats from 2^53 to 1e21, which
+// get an exponent so that they read back as floats.
+func FuzzEncodeJSON(f *testing.F) {
+	for _, s := range jsonSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{`"\u2028\u2029 \u007f \u0000 \b\f"`, `[1e-7, 1e-6, 123456789e300, 9007199254740992.0, 1e21, 0.000001]`, `"\xff<>&"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := decodeJSONStd(data)
+		if err != nil {
+			return
+		}
+		got, err := encodeJSON(v)
+		if err != nil {
+			t.Fatalf("%q: %v", data, err)
+		}
+		var buf strings.Builder
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(v); err != nil {
+			t.Fatal(err)
+		}
+		want := strings.TrimSuffix(buf.String(), "\n")
+		if string(got) == want {
+			return
+		}
+		// Only big floats may differ, and then only in form.
+		back, err := decodeJSON(got)
+		if err != nil || !sameValue(back, v) || !hasBigFloat(v) {
+			t.Fatalf("%q: encodeJSON %s, encoding/json %s", data, got, want)
+		}
+	})
+}
+
+func hasBigFloat(v any) bool {
+	switch x := v.(type) {
+	case float64:
+		return math.Abs(x) >= exactBelow && math.Abs(x) < 1e21
+	case map[string]any:
+		for _, e := range x {
+			if hasBigFloat(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if hasBigFloat(e) {
+				return true
+			}
+		}
+	}
+	return false
+}

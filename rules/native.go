@@ -10,8 +10,10 @@ import (
 )
 
 // Conditions are mostly comparisons of payload fields with constants
-// (json.temp > 30 && json.unit == "C"), evaluated for every matching rule
-// of every message. For that subset of the language, compileNative turns
+// (json.temp > 30 && json.unit == "C") and transforms mostly arithmetic on
+// them, evaluated for every matching rule of every message. For that
+// subset of the language (literals, maps and arrays of them, field access,
+// comparisons, arithmetic, &&, ||, !, ??), compileNative turns
 // the checked syntax tree into Go closures: they call the same runtime
 // functions as expr's VM (runtime.Equal, runtime.Less, runtime.Fetch...),
 // so the results and failures are the VM's, but they skip the VM's stack
@@ -85,22 +87,95 @@ func nativeNode(node ast.Node, inChain bool) (nativeFn, bool) {
 		return nativeMember(n, inChain)
 	case *ast.UnaryNode:
 		x, ok := nativeNode(n.Node, inChain)
-		if !ok || (n.Operator != "!" && n.Operator != "not") {
+		if !ok {
 			return nil, false
 		}
-		return func(e *env) (any, error) {
-			v, err := x(e)
-			if err != nil {
-				return nil, err
-			}
-			b, ok := v.(bool)
-			if !ok {
-				return nil, notBool(n.Operator, v)
-			}
-			return !b, nil
-		}, true
+		switch n.Operator {
+		case "!", "not":
+			return func(e *env) (any, error) {
+				v, err := x(e)
+				if err != nil {
+					return nil, err
+				}
+				b, ok := v.(bool)
+				if !ok {
+					return nil, notBool(n.Operator, v)
+				}
+				return !b, nil
+			}, true
+		case "-":
+			return func(e *env) (any, error) {
+				v, err := x(e)
+				if err != nil {
+					return nil, err
+				}
+				return runtime.Negate(v), nil
+			}, true
+		case "+":
+			return x, true
+		}
+		return nil, false
 	case *ast.BinaryNode:
 		return nativeBinary(n, inChain)
+	case *ast.ArrayNode:
+		elems := make([]nativeFn, len(n.Nodes))
+		for i, el := range n.Nodes {
+			f, ok := nativeNode(el, inChain)
+			if !ok {
+				return nil, false
+			}
+			elems[i] = f
+		}
+		return func(e *env) (any, error) {
+			out := make([]any, len(elems))
+			for i, f := range elems {
+				v, err := f(e)
+				if err != nil {
+					return nil, err
+				}
+				out[i] = v
+			}
+			return out, nil
+		}, true
+	case *ast.MapNode:
+		keys := make([]nativeFn, len(n.Pairs))
+		vals := make([]nativeFn, len(n.Pairs))
+		for i, p := range n.Pairs {
+			pair, ok := p.(*ast.PairNode)
+			if !ok {
+				return nil, false
+			}
+			k, ok1 := nativeNode(pair.Key, inChain)
+			v, ok2 := nativeNode(pair.Value, inChain)
+			if !ok1 || !ok2 {
+				return nil, false
+			}
+			keys[i], vals[i] = k, v
+		}
+		return func(e *env) (any, error) {
+			out := make(map[string]any, len(keys))
+			for i := range keys {
+				// The VM evaluates every key and value first, then fills
+				// the map from the last pair back: a repeated key keeps
+				// its first value.
+				k, err := keys[i](e)
+				if err != nil {
+					return nil, err
+				}
+				v, err := vals[i](e)
+				if err != nil {
+					return nil, err
+				}
+				ks, ok := k.(string)
+				if !ok {
+					return nil, fmt.Errorf("interface conversion: map key is %T, not string", k)
+				}
+				if _, dup := out[ks]; !dup {
+					out[ks] = v
+				}
+			}
+			return out, nil
+		}, true
 	}
 	return nil, false
 }
@@ -214,6 +289,33 @@ func nativeBinary(n *ast.BinaryNode, inChain bool) (nativeFn, bool) {
 				return a, nil
 			}
 			return r(e)
+		}, true
+	case "+", "-", "*", "/", "%", "**", "^":
+		var op func(a, b any) any
+		switch n.Operator {
+		case "+":
+			op = runtime.Add
+		case "-":
+			op = runtime.Subtract
+		case "*":
+			op = runtime.Multiply
+		case "/":
+			op = func(a, b any) any { return runtime.Divide(a, b) }
+		case "%":
+			op = func(a, b any) any { return runtime.Modulo(a, b) }
+		default:
+			op = func(a, b any) any { return runtime.Exponent(a, b) }
+		}
+		return func(e *env) (any, error) {
+			a, err := l(e)
+			if err != nil {
+				return nil, err
+			}
+			b, err := r(e)
+			if err != nil {
+				return nil, err
+			}
+			return op(a, b), nil
 		}, true
 	case "==":
 		cmp = runtime.Equal
