@@ -75,7 +75,6 @@ func (s *Set) listens(topic string) bool {
 
 // rule is a compiled Rule.
 type rule struct {
-	idx      int
 	name     string
 	topics   []string
 	when     *program
@@ -126,7 +125,7 @@ func Compile(rules []Rule, bridges BridgeLookup) (*Set, error) {
 			}
 			errs = append(errs, fmt.Errorf("rules[%d] %q: %s", i, rc.Name, msg))
 		}
-		r := &rule{idx: i, name: rc.Name, topics: slices.Clone(rc.Topics), disabled: rc.Disabled, chain: rc.Chain}
+		r := &rule{name: rc.Name, topics: slices.Clone(rc.Topics), disabled: rc.Disabled, chain: rc.Chain}
 		if err := checkName(rc.Name); err != nil {
 			errf("name", "%v", err)
 		} else if j, dup := seen[rc.Name]; dup {

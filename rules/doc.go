@@ -25,9 +25,11 @@
 // a transform, the value it produced), qos, retain, client_id, username,
 // properties (content_type, response_topic, correlation_data,
 // payload_format, message_expiry, user: {name: value}), timestamp (when the
-// broker received the message) and index (the element's position after a
-// split). Templates (topics, URLs, text) are text with {{ expression }}
-// interpolations.
+// rules took the message in hand, microseconds after its receipt) and
+// index (the element's position after a split). Templates (topics, URLs,
+// text) are text with {{ expression }} interpolations. Fetching a field of
+// nil fails (json.a.b when a is missing), and comparing nil with a number
+// fails: where a field may be missing, write (json?.temp ?? 0) > 30.
 //
 // Every rule whose filters match a message runs, in file order, on the
 // publisher's goroutine before the publisher's acknowledgement. The
@@ -57,6 +59,12 @@
 // Rules do not act on these messages unless they set chain: true, so a
 // rule can never feed itself by accident; chain rules are bounded by
 // MaxHops. The check costs one string comparison per message.
+//
+// # Trust
+//
+// Rules publish as the broker: the ACL does not apply to what they publish
+// (whoever writes the rules decides), but a rule may not publish to the
+// broker's $ topics, except answers to scatter-gather requests.
 //
 // # Durability
 //
