@@ -78,6 +78,7 @@ func (b *Broker) registerAdmin(mux *http.ServeMux) {
 		NoConsole:       cfg.Console != nil && !*cfg.Console,
 		WSURL:           cfg.ConsoleWSURL,
 		Listeners:       b.adminListeners,
+		Rules:           adminRules(b.rules),
 		Ready:           b.ready.Load,
 		Version:         Version,
 		Log:             b.log.With("component", "admin"),
@@ -142,8 +143,7 @@ func wsPath(p string) string {
 	return p
 }
 
-// rulesView shows a rules engine to the admin API. Pass adminRules(engine)
-// as admin.Options.Rules once the engine is wired into the broker.
+// rulesView shows the rules engine to the admin API.
 type rulesView struct{ e *rules.Engine }
 
 func adminRules(e *rules.Engine) admin.Rules {

@@ -286,7 +286,7 @@ func dial3(t *testing.T, addr string, ws bool, h http.Header, id, username, pass
 		scheme, addr = "ws://", addr+"/mqtt"
 	}
 	opts := pahov3.NewClientOptions().AddBroker(scheme + addr).SetClientID(id).SetCleanSession(true).
-		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(20 * time.Second)
 	if h != nil {
 		opts.SetHTTPHeaders(h)
 	}

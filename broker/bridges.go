@@ -3,10 +3,13 @@ package broker
 import (
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
+
 	"github.com/motemq/mote/bridge"
 	amqpbridge "github.com/motemq/mote/bridge/amqp"
 	httpbridge "github.com/motemq/mote/bridge/http"
 	mqttbridge "github.com/motemq/mote/bridge/mqtt"
+	"github.com/motemq/mote/rules"
 )
 
 // inbound is a bridge's inbound side: it takes messages from a far side
@@ -103,7 +106,14 @@ func (b *Broker) addBridge(bc BridgeConfig) error {
 	if sender == nil {
 		return nil
 	}
-	br, err := bridge.New(bc.bridgeConfig(), b.store, sender, b.bridges.DeadLetter(bc.Name), b.log) // adds "bridge"
+	deadLetter := b.bridges.DeadLetter(bc.Name)
+	name := bc.Name
+	br, err := bridge.New(bc.bridgeConfig(), b.store, sender, func(pk packets.Packet, reason string, attempts int) {
+		deadLetter(pk, reason, attempts)
+		b.rules.Emit(rules.EventBridgeError, map[string]any{
+			"bridge": name, "error": reason, "topic": pk.TopicName, "attempts": attempts, "dead_lettered": true,
+		})
+	}, b.log) // adds "bridge"
 	if err != nil {
 		return err
 	}

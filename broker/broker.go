@@ -24,6 +24,7 @@ import (
 	"github.com/motemq/mote/listen"
 	"github.com/motemq/mote/persistence"
 	"github.com/motemq/mote/queue"
+	"github.com/motemq/mote/rules"
 )
 
 // Version is the broker version, set at build time with
@@ -51,6 +52,7 @@ type Broker struct {
 	auth    *auth.Hook
 	queues  *queue.Manager
 	bridges *bridge.Hook
+	rules   *rules.Engine
 	conns   *listen.Stats
 	inbound []inbound // bridges' inbound sides, started with the listeners
 	closers []func()  // run after the hooks stopped (bridge connections)
@@ -147,6 +149,14 @@ func (b *Broker) build() error {
 	})
 	b.queues = queue.New(b.server, b.store, b.persist, cfg.queueSettings(), queue.Defaults(), b.log.With("hook", "queue"))
 	b.bridges = bridge.NewHook(b.server, b.persist, b.log.With("hook", "bridge"))
+	b.rules = rules.New(rules.Options{
+		Server:  b.server,
+		Store:   b.store,
+		Persist: b.persist,
+		Bridges: b.bridgeLookup,
+		Log:     b.log.With("hook", "rules"),
+		Events:  cfg.Rules.EventsEnabled(),
+	})
 	b.bridges.MaxPayload = int(cfg.MQTT.MaxPacketSize)
 	for i, bc := range cfg.Bridges {
 		if err := b.addBridge(bc); err != nil {
@@ -158,6 +168,7 @@ func (b *Broker) build() error {
 	for _, h := range []mqtt.Hook{
 		b.auth, // first: a refused client or publish reaches no other hook
 		b.guard,
+		b.rules, // before persistence: a dropped message is not stored for anyone
 		b.persist,
 		b.queues,  // after persistence (its appends join the publish's durability point)
 		b.bridges, // the same for the bridges' outboxes
@@ -180,6 +191,12 @@ func (b *Broker) build() error {
 		return err
 	}
 	b.bridges.Start()
+	if err := b.rules.Load(&cfg.Rules); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := b.rules.Start(); err != nil {
+		return err
+	}
 	b.log.Info("store restored", "file", b.store.Path(), "fsync", string(cfg.Fsync),
 		"sessions", st.Sessions, "subscriptions", st.Subscriptions, "queued", st.Queued,
 		"retained", st.Retained, "replayed", st.Replayed, "expired_sessions", st.Expired)
@@ -283,10 +300,6 @@ func (b *Broker) Queues() *queue.Manager { return b.queues }
 
 // Auth is the authentication and authorisation hook.
 func (b *Broker) Auth() *auth.Hook { return b.auth }
-
-// Reload reads the users and ACL files again (SIGHUP). On error the
-// previous ones stay in force.
-func (b *Broker) Reload() error { return b.auth.Reload() }
 
 // Restored says what the store held at start-up.
 func (b *Broker) Restored() persistence.RestoreStats { return b.restored }

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/motemq/mote/persistence"
+	"github.com/motemq/mote/rules"
 )
 
 // Config is the whole broker configuration. Defaults < file < environment
@@ -36,6 +37,8 @@ type Config struct {
 	Queues      []QueueConfig     `yaml:"queues"`
 	Bridges     []BridgeConfig    `yaml:"bridges"`
 	Admin       AdminConfig       `yaml:"admin"`
+	// Rules are the top-level keys rules, rules_file, events and tables.
+	Rules rules.Config `yaml:",inline"`
 
 	file string // where the file layer came from, for messages
 }
@@ -449,6 +452,7 @@ func (c *Config) Validate() error {
 	c.validateQueues(bad)
 	c.validateBridges(bad)
 	c.validateAdmin(bad)
+	c.validateRules(bad)
 	if len(errs) == 0 {
 		return nil
 	}

@@ -160,7 +160,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// SIGHUP reloads the users and ACL files.
+	// SIGHUP reloads the users and ACL files, the rules file and the enrich tables.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	reloaded := make(chan struct{})
@@ -171,7 +171,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				log.Info("SIGHUP: reloading users and ACL")
+				log.Info("SIGHUP: reloading users, ACL, rules and enrich tables")
 				_ = b.Reload() // logs its own outcome
 			}
 		}
