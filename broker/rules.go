@@ -62,8 +62,6 @@ func (b *Broker) Reload() error {
 	if err := b.rules.Load(&b.cfg.Rules); err != nil {
 		b.log.Error("rules not reloaded; the previous rules stay in force", "error", err)
 		errs = append(errs, err)
-	} else {
-		b.log.Info("rules reloaded", "rules", len(b.rules.Rules()))
 	}
 	return errors.Join(errs...)
 }
