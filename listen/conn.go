@@ -193,6 +193,62 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
+// AwaitConnect reads until the connection's first packet, which must be a
+// CONNECT, has arrived whole and been checked, and keeps it (and whatever
+// arrived with it) for Read. On a refusal it sends the reply and returns
+// the refusal; on a read error (the connect timeout's deadline, a close)
+// it returns that. The caller closes the connection on any error.
+//
+// The listeners call it before handing a connection to mochi, so a socket
+// that sends nothing, drips a CONNECT a byte at a time or announces a huge
+// one costs one goroutine and this wrapper until the connect timeout, and
+// no mochi client (two goroutines, its buffers and maps): a connect flood
+// or a slowloris of thousands of sockets stays cheap. Until the first byte
+// arrives no buffer is held at all.
+func (c *Conn) AwaitConnect() error {
+	var first [1]byte
+	for {
+		n, err := c.Conn.Read(first[:])
+		if n == 1 {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	c.stats.BytesRead.Add(1)
+	c.buf = append(getBuf(minRead), first[0])
+	for {
+		k, cerr := c.scan(c.buf[c.ready:])
+		c.ready += k
+		if cerr != nil {
+			c.rerr = cerr
+		}
+		if c.ready > 0 {
+			// The CONNECT is whole; a refusal of a packet after it waits
+			// until mochi has read (and answered) the CONNECT.
+			return nil
+		}
+		if c.rerr != nil {
+			return c.fail()
+		}
+		need := minRead
+		if total, complete, _ := frame.Header(c.buf, c.maxSize); complete && total > len(c.buf) {
+			need = total - len(c.buf)
+		}
+		c.grow(need)
+		n, err := c.Conn.Read(c.buf[len(c.buf):cap(c.buf)])
+		if n > 0 {
+			c.stats.BytesRead.Add(uint64(n))
+			c.buf = c.buf[:len(c.buf)+n]
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 // scan checks the whole packets at the start of b and returns how many bytes
 // they span. The error is the refusal of the packet after them, if any.
 func (c *Conn) scan(b []byte) (int, error) {

@@ -167,6 +167,13 @@ func serveConn(id string, c net.Conn, remote net.Addr, common Common, track *tra
 	}
 	go func() {
 		defer track.wg.Done()
+		// mochi gets the connection once its CONNECT is whole and checked:
+		// until then it costs this goroutine and no mochi client.
+		if err := w.AwaitConnect(); err != nil {
+			log.Debug("connection closed before CONNECT", "listener", id, "remote", addr.String(), "error", err)
+			_ = w.Close()
+			return
+		}
 		if err := establish(id, w); err != nil {
 			log.Debug("client connection ended", "listener", id, "remote", addr.String(), "error", err)
 		}

@@ -73,8 +73,10 @@ type flow struct {
 	recvDone chan struct{}
 
 	mu       sync.Mutex
+	started  time.Time
 	sentAt   map[uint64]time.Time
 	lat      []time.Duration // publish → delivery
+	slow     []string        // the slowest deliveries: when (since start) and how long
 	ackLat   []time.Duration // publish → PUBACK
 	errs     int
 	firstErr error
@@ -87,17 +89,18 @@ type flowResult struct {
 	P50, P99, Max                time.Duration
 	AckP99                       time.Duration
 	FirstErr                     error
+	Slow                         []string // deliveries over 20 ms: "at+latency"
 }
 
 func (r flowResult) String() string {
-	return fmt.Sprintf("%d sent, %d received, %d lost, %d errors; publish→delivery p50 %v p99 %v max %v; PUBACK p99 %v",
+	return fmt.Sprintf("%d sent, %d received, %d lost, %d errors; publish→delivery p50 %v p99 %v max %v; PUBACK p99 %v; over 20ms (at+latency): %v",
 		r.Sent, r.Received, r.Lost, r.Errors, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond),
-		r.Max.Round(time.Microsecond), r.AckP99.Round(time.Microsecond))
+		r.Max.Round(time.Microsecond), r.AckP99.Round(time.Microsecond), r.Slow)
 }
 
 // startFlow publishes one message every interval until stop.
 func (h *health) startFlow(interval time.Duration) *flow {
-	f := &flow{h: h, stopc: make(chan struct{}), pubDone: make(chan struct{}), recvDone: make(chan struct{}), sentAt: map[uint64]time.Time{}}
+	f := &flow{h: h, started: time.Now(), stopc: make(chan struct{}), pubDone: make(chan struct{}), recvDone: make(chan struct{}), sentAt: map[uint64]time.Time{}}
 	// Drop what earlier round trips left.
 	for h.sub.Len() > 0 {
 		h.sub.Try(0)
@@ -175,7 +178,11 @@ func (f *flow) receive() {
 		}
 		f.mu.Lock()
 		if t0, ok := f.sentAt[seq]; ok {
-			f.lat = append(f.lat, at.Sub(t0))
+			d := at.Sub(t0)
+			f.lat = append(f.lat, d)
+			if d > 20*time.Millisecond && len(f.slow) < 20 {
+				f.slow = append(f.slow, fmt.Sprintf("%v+%v", t0.Sub(f.started).Round(time.Millisecond), d.Round(time.Millisecond)))
+			}
 			delete(f.sentAt, seq)
 		}
 		f.mu.Unlock()
@@ -189,7 +196,7 @@ func (f *flow) stop() flowResult {
 	<-f.recvDone
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	r := flowResult{Sent: f.sent, Received: len(f.lat), Lost: len(f.sentAt), Errors: f.errs, FirstErr: f.firstErr}
+	r := flowResult{Sent: f.sent, Received: len(f.lat), Lost: len(f.sentAt), Errors: f.errs, FirstErr: f.firstErr, Slow: f.slow}
 	r.P50, r.P99, r.Max = percentiles(f.lat)
 	_, r.AckP99, _ = percentiles(f.ackLat)
 	return r
