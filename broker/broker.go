@@ -278,6 +278,12 @@ func (b *Broker) addListeners() error {
 // onEvent receives events from the session engine.
 func (b *Broker) onEvent(e persistence.Event) {
 	b.log.Debug("event", "kind", e.Kind, "client", e.Client, "dropped", e.Dropped)
+	if e.Kind == "queue_overflow" && b.rules != nil {
+		b.rules.Emit(rules.EventMessageDropped, map[string]any{
+			"client_id": e.Client, "topic": e.Topic, "reason": "session queue full",
+			"queued": e.Queued, "limit": e.Limit, "dropped_total": e.Dropped,
+		})
+	}
 }
 
 // Server is the underlying mochi server.

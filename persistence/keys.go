@@ -20,6 +20,13 @@ import (
 //	w␀{seq:16x}               write-ahead record of a message being routed
 //	l␀{log}␀{id:16x}          durable log entry (queues, bridge outboxes)
 //	y␀sys                     $SYS counters
+//
+// Namespaces other packages own in the same store (they write through
+// Store.Write like everyone else):
+//
+//	b␀paused␀{bridge}         a paused bridge (bridge)
+//	h␀{topic}␀{seq}           topic history of the rules' store action (rules)
+//	e␀{table}␀{key}           enrich tables (rules)
 const (
 	nsSession  = "c\x00"
 	nsSub      = "s\x00"
