@@ -106,8 +106,17 @@ func TestWebhookBridge(t *testing.T) {
 	t.Run("refused goes to the dead letters", func(t *testing.T) {
 		dead := brokertest.MustV5(t, addr, brokertest.Options{ID: "dead-watch", Clean: true})
 		dead.Sub(t, 1, "$bridge/hooks/dead")
+		events := brokertest.MustV5(t, addr, brokertest.Options{ID: "event-watch", Clean: true})
+		events.Sub(t, 0, "$events/bridge/error")
 		ep.status.Store(400)
 		pub.MustPub(t, "events/bad", []byte("rejected"), 1, false)
+		// The failure is also an event, for rules and operators.
+		ev := events.Next(t, 10*time.Second)
+		var e map[string]any
+		if err := json.Unmarshal(ev.Payload, &e); err != nil || e["event"] != "bridge/error" || e["bridge"] != "hooks" ||
+			e["topic"] != "events/bad" || e["dead_lettered"] != true {
+			t.Fatalf("bridge error event %s (%v)", ev.Payload, err)
+		}
 		m := dead.Next(t, 10*time.Second)
 		if string(m.Payload) != "rejected" {
 			t.Fatalf("dead letter %q", m.Payload)
