@@ -503,8 +503,10 @@ type outMsg struct {
 // remote refusal that will not change (v5 reason codes 0x87 not
 // authorized, 0x90 topic name invalid, 0x95 packet too large, 0x99 payload
 // format invalid) is bridge.Permanent. Messages of different topics in one
-// batch are published concurrently, those of one topic in order. Send is
-// safe for concurrent use.
+// batch are published concurrently, those of one topic in order; with
+// several messages a failure is reported per message (*bridge.BatchError),
+// so only the failed ones are retried or dead-lettered. Send is safe for
+// concurrent use.
 func (b *Bridge) Send(ctx context.Context, msgs []packets.Packet) error {
 	l := b.current()
 	if l == nil {
@@ -519,51 +521,40 @@ func (b *Bridge) Send(ctx context.Context, msgs []packets.Packet) error {
 	if len(msgs) == 1 {
 		return b.sendOne(ctx, l, msgs[0])
 	}
+	// Topics go out concurrently, each in order; a message after a failed
+	// one of its topic is not sent (it fails with the same error, so the
+	// topic's order holds on the retry). The outcome is per message.
 	var order []string
-	byTopic := map[string][]packets.Packet{}
-	for _, pk := range msgs {
+	byTopic := map[string][]int{}
+	for i, pk := range msgs {
 		if _, ok := byTopic[pk.TopicName]; !ok {
 			order = append(order, pk.TopicName)
 		}
-		byTopic[pk.TopicName] = append(byTopic[pk.TopicName], pk)
+		byTopic[pk.TopicName] = append(byTopic[pk.TopicName], i)
 	}
-	errs := make([]error, len(order))
+	errs := make([]error, len(msgs))
 	var wg sync.WaitGroup
-	for i, t := range order {
+	for _, t := range order {
 		wg.Go(func() {
-			for _, pk := range byTopic[t] {
-				if err := b.sendOne(ctx, l, pk); err != nil {
-					errs[i] = err
-					return
+			var failed error
+			for _, i := range byTopic[t] {
+				if failed != nil {
+					errs[i] = fmt.Errorf("not sent after an earlier message of %q failed (%v); retrying", t, failed)
+					continue
+				}
+				if err := b.sendOne(ctx, l, msgs[i]); err != nil {
+					errs[i], failed = err, err
 				}
 			}
 		})
 	}
 	wg.Wait()
-	// Permanent only when every failure is: a transient one retries the
-	// batch (and the permanent ones with it, until max_attempts).
-	var failed []error
-	permanent := true
 	for _, err := range errs {
 		if err != nil {
-			failed = append(failed, err)
-			permanent = permanent && bridge.IsPermanent(err)
+			return &bridge.BatchError{Errs: errs}
 		}
 	}
-	switch {
-	case len(failed) == 0:
-		return nil
-	case permanent:
-		return bridge.Permanent(errors.Join(failed...))
-	default:
-		var transient []error
-		for _, err := range failed {
-			if !bridge.IsPermanent(err) {
-				transient = append(transient, err)
-			}
-		}
-		return errors.Join(transient...)
-	}
+	return nil
 }
 
 // sendOne maps and publishes one message.

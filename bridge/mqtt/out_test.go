@@ -137,9 +137,11 @@ func TestSendRefused(t *testing.T) {
 		}
 	}
 	send(t, b, msg("x/allowed", "p", 1))
-	// A batch: one refused, one transient-free success: permanent as a whole.
+	// A batch: one refused, one sent: the outcome is per message, so
+	// only the refused one is dead-lettered.
 	err := b.Send(context.Background(), []packets.Packet{msg("y/denied", "p", 1), msg("y/ok", "p", 1)})
-	if !bridge.IsPermanent(err) {
+	var be *bridge.BatchError
+	if !errors.As(err, &be) || !bridge.IsPermanent(be.Errs[0]) || be.Errs[1] != nil {
 		t.Errorf("batch with a refused message: %v", err)
 	}
 	if s := b.Status(); !s.Connected || s.Published != 2 || !strings.Contains(s.LastError, "not authorized") {
