@@ -1,6 +1,6 @@
 // Package guard closes gaps in mochi-mqtt's protocol handling with a hook,
-// without changing mochi: keepalive limits, topic-alias and packet-size
-// advertisement, $-topic isolation for shared subscriptions, per-filter
+// without changing mochi: keepalive and session expiry limits, topic-alias
+// and packet-size advertisement, $-topic isolation for shared subscriptions, per-filter
 // refusal of invalid filters, publishes to $SYS, and duplicate QoS 2
 // PUBLISH handling.
 package guard
@@ -32,6 +32,9 @@ type Counters struct {
 	InvalidFilters   atomic.Uint64
 	SysPublishDenied atomic.Uint64
 	DuplicateQos2    atomic.Uint64
+	// SessionExpiryCapped counts DISCONNECTs whose Session Expiry Interval
+	// was lowered to the server's maximum.
+	SessionExpiryCapped atomic.Uint64
 }
 
 // Hook is the guard hook.
@@ -138,7 +141,12 @@ func shareFilter(f string) string {
 //     message the broker has. The spec wants PUBREC and no second delivery
 //     [MQTT-4.3.3-10]; the packet is marked Ignore, so mochi acknowledges
 //     it without routing it again.
+//
+// It also caps the Session Expiry Interval of a DISCONNECT (below).
 func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Disconnect {
+		return h.capDisconnectExpiry(pk), nil
+	}
 	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
 		return pk, nil
 	}
@@ -173,6 +181,22 @@ func (h *Hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 		}
 	}
 	return pk, nil
+}
+
+// capDisconnectExpiry lowers a DISCONNECT's Session Expiry Interval to the
+// server's maximum (mqtt.max_session_expiry). mochi caps the interval a
+// CONNECT asks for and says so in CONNACK, but takes the one in DISCONNECT
+// as sent, and its sweep of expired sessions uses it: a client that
+// disconnects with 0xFFFFFFFF kept its session in memory until a restart
+// whatever the cap, and one that does so under a new client id each time
+// hoards memory without bound (the abuse of FlashMQ CVE-2025-62723).
+func (h *Hook) capDisconnectExpiry(pk packets.Packet) packets.Packet {
+	max := h.server.Options.Capabilities.MaximumSessionExpiryInterval
+	if pk.Properties.SessionExpiryIntervalFlag && pk.Properties.SessionExpiryInterval > max {
+		pk.Properties.SessionExpiryInterval = max
+		h.Counters.SessionExpiryCapped.Add(1)
+	}
+	return pk
 }
 
 // isSys mirrors mochi's test (IsValidFilter for publish): any topic whose
