@@ -19,6 +19,7 @@ import (
 
 	"github.com/motemq/mote/broker"
 	"github.com/motemq/mote/broker/brokertest"
+	"github.com/motemq/mote/rules"
 )
 
 // The admin side end to end: a real broker with its HTTP listener, real
@@ -296,12 +297,10 @@ func TestAdminAPI(t *testing.T) {
 		}
 	})
 
-	t.Run("rules not configured", func(t *testing.T) {
-		for _, p := range []string{"/api/v1/rules", "/api/v1/history?topic=a"} {
-			a := adminDo(t, b, "GET", p, "")
-			if a.status != 404 || !strings.Contains(a.body["error"].(string), "rules are not configured") {
-				t.Fatalf("%s: %d %s", p, a.status, a.raw)
-			}
+	t.Run("rules", func(t *testing.T) {
+		// The broker has no rules: an empty list, unknown names are 404.
+		if l := items(t, adminGet(t, b, "/api/v1/rules")); len(l) != 0 {
+			t.Fatalf("rules: %v", l)
 		}
 		if a := adminDo(t, b, "POST", "/api/v1/rules/r1/enable", ""); a.status != 404 {
 			t.Fatalf("enable: %d %s", a.status, a.raw)
@@ -349,7 +348,7 @@ func TestAdminErrorsAreJSON(t *testing.T) {
 		{"POST", "/api/v1/queues/nope/redrive?limit=-1", 400, "limit"},
 		{"GET", "/api/v1/bridges/nope", 404, "no bridge"},
 		{"POST", "/api/v1/bridges/nope/pause", 404, "no bridge"},
-		{"GET", "/api/v1/history", 404, "rules are not configured"},
+		{"GET", "/api/v1/history", 400, "topic: missing"},
 		{"GET", "/api/v1/nothing", 404, "no such endpoint"},
 		{"DELETE", "/api/v1/clients", 405, "GET"},
 		{"GET", "/api/v1/publish", 405, "POST"},
@@ -870,5 +869,46 @@ func TestAdminDisabledAndRole(t *testing.T) {
 	}
 	if cc := adminDo(t, b, "GET", "/api/v1/console-config", ""); cc.body["ws_url"] != "wss://mqtt.example.com/mqtt" || cc.body["role"] != "operator" {
 		t.Fatalf("console-config: %s", cc.raw)
+	}
+}
+
+// Rules through the admin API: listed with counters, disabled and enabled
+// again, and the topic history their store action keeps.
+func TestAdminRules(t *testing.T) {
+	b := brokertest.Start(t, func(c *broker.Config) {
+		c.Rules.Rules = []rules.Rule{{
+			Name: "keep", Topics: []string{"sensors/+/temp"},
+			Actions: []rules.Action{{Store: &rules.Store{Max: 10}}},
+		}}
+	})
+	pub := brokertest.MustV5(t, b.Addr(broker.ListenerMQTT), brokertest.Options{ID: "rules-pub", Clean: true})
+	for _, v := range []string{"20", "21", "22"} {
+		pub.MustPub(t, "sensors/k/temp", []byte(v), 1, false)
+	}
+	l := items(t, adminGet(t, b, "/api/v1/rules"))
+	if len(l) != 1 || l[0]["name"] != "keep" || l[0]["enabled"] != true || l[0]["matched"].(float64) != 3 {
+		t.Fatalf("rules: %v", l)
+	}
+	history := func(q string) []any {
+		t.Helper()
+		l, _ := adminGet(t, b, "/api/v1/history?topic=sensors/k/temp"+q)["messages"].([]any)
+		return l
+	}
+	h := history("&limit=2")
+	if len(h) != 2 || h[0].(map[string]any)["payload"] != "22" || h[1].(map[string]any)["payload"] != "21" {
+		t.Fatalf("history (newest first, limit 2): %v", h)
+	}
+	if a := adminDo(t, b, "POST", "/api/v1/rules/keep/disable", ""); a.status != 200 {
+		t.Fatalf("disable: %d %s", a.status, a.raw)
+	}
+	pub.MustPub(t, "sensors/k/temp", []byte("23"), 1, false)
+	if h := history(""); len(h) != 3 {
+		t.Fatalf("a disabled rule still stored: %v", h)
+	}
+	if l := items(t, adminGet(t, b, "/api/v1/rules")); l[0]["enabled"] != false {
+		t.Fatalf("rules after disable: %v", l)
+	}
+	if a := adminDo(t, b, "POST", "/api/v1/rules/keep/enable", ""); a.status != 200 {
+		t.Fatalf("enable: %d %s", a.status, a.raw)
 	}
 }
