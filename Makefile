@@ -12,16 +12,17 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/mote
 
-## test: start or install what the tests need, then run every test with the race detector
+## test: start or install what the tests need, run every test with the race detector, then every fuzz target briefly
 test: services
 	$(GO) vet ./...
 	$(GO) test -race -timeout 12m ./...
+	FUZZTIME=2s ./scripts/fuzz.sh
 
 ## test-short: the tests without the services check (for a quick loop)
 test-short:
 	$(GO) test -race -timeout 12m ./...
 
-## services: make sure RabbitMQ runs on 127.0.0.1:5672
+## services: make sure RabbitMQ (127.0.0.1:5672), Mosquitto (127.0.0.1:1883) and Chromium are there
 services:
 	sh scripts/ensure-services.sh
 
