@@ -107,6 +107,12 @@ type Hook struct {
 	failRate *addrLimiters
 	refusals atomic.Uint64 // anonymous refusals logged so far (the hint is rate-limited)
 
+	// denyLog bounds the log lines ACL denials write (a client can send
+	// denied packets as fast as it likes); denials beyond it are only
+	// counted, and the next line logged says how many were not.
+	denyLog  *rate.Limiter
+	unlogged atomic.Uint64
+
 	stop    chan struct{}
 	stopped sync.Once
 	wg      sync.WaitGroup
@@ -130,6 +136,7 @@ func New(cfg Config, server *mqtt.Server, log *slog.Logger) (*Hook, error) {
 		perUser: map[string]int{},
 		stop:    make(chan struct{}),
 		files:   map[string]fileStamp{},
+		denyLog: rate.NewLimiter(denyLogRate, denyLogBurst),
 	}
 	h.Log = log
 	if _, err := rand.Read(h.key[:]); err != nil {
@@ -598,6 +605,7 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			return true
 		}
 		h.Counters.PublishDenied.Add(1)
+		h.logDenied(cl, id, "publish", topic)
 		return false
 	}
 	if acl.CanSubscribe(id, topic) {
@@ -605,10 +613,35 @@ func (h *Hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	if mqtt.IsValidFilter(topic, true) && !bytes.ContainsAny([]byte(topic), "+#") {
 		h.Counters.DeliveryDenied.Add(1)
+		h.logDenied(cl, id, "deliver", topic)
 	} else {
 		h.Counters.SubscribeDenied.Add(1)
+		h.logDenied(cl, id, "subscribe", topic)
 	}
 	return false
+}
+
+// At most denyLogRate ACL denials a second are logged (after a burst of
+// denyLogBurst); every denial is counted (Counters, mote_acl_denied_total).
+const (
+	denyLogRate  = 10
+	denyLogBurst = 20
+)
+
+// logDenied logs an ACL denial at Info, within the rate above: a denied
+// topic is what an operator looks for when a device misbehaves or probes.
+// The log is bounded so that a client sending denied packets in a loop
+// cannot flood it; the denials not logged are reported with the next line.
+func (h *Hook) logDenied(cl *mqtt.Client, id Identity, action, topic string) {
+	if !h.denyLog.Allow() {
+		h.unlogged.Add(1)
+		return
+	}
+	args := []any{"client", cl.ID, "username", id.Username, "action", action, "topic", topic}
+	if n := h.unlogged.Swap(0); n > 0 {
+		args = append(args, "not_logged", n)
+	}
+	h.Log.Info("acl denied", args...)
 }
 
 // CanDeliver reports whether cl may still read topic (checked again when a
