@@ -94,7 +94,8 @@ type Config struct {
 	ConnectRate float64 `json:"connect_rate,omitempty"`
 	// Hold is how long the conns scenario keeps its connections open.
 	Hold time.Duration `json:"hold,omitempty"`
-	// PID is the broker's process id; when set, the conns scenario reads its
+	// PID is the broker's process id; when set, message scenarios report its
+	// CPU use (/proc/PID/stat) beside the generator's, and the conns scenario reads its
 	// VmRSS before connecting and at the end of Hold.
 	PID int `json:"pid,omitempty"`
 	// Sink is the address the webhook scenario's HTTP server listens on;
@@ -223,6 +224,9 @@ func (c *Config) validateMessages(p *problems) {
 	}
 	if c.Drain < 0 {
 		p.addf("--drain %s: must not be negative", c.Drain)
+	}
+	if c.PID < 0 {
+		p.addf("--pid %d: must be a process id", c.PID)
 	}
 	if c.Topic == "" || strings.ContainsAny(c.Topic, "+#\x00") || strings.HasPrefix(c.Topic, "$") {
 		p.addf("--topic %q: must be a non-empty topic name without wildcards, NUL or a leading $", c.Topic)

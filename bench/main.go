@@ -81,7 +81,7 @@ func flags(c *Config, json, verbose *bool) *flag.FlagSet {
 	fs.IntVar(&c.Conns, "conns", c.Conns, "`number` of idle connections (conns)")
 	fs.Float64Var(&c.ConnectRate, "connect-rate", c.ConnectRate, "new connections `per second`, 0 = unlimited (at most 200 in flight)")
 	fs.DurationVar(&c.Hold, "hold", c.Hold, "how long to hold the connections open (conns)")
-	fs.IntVar(&c.PID, "pid", c.PID, "broker process `id` whose VmRSS to read (conns)")
+	fs.IntVar(&c.PID, "pid", c.PID, "broker process `id`: its VmRSS per connection (conns), its CPU beside the generator's (message scenarios)")
 	fs.BoolVar(json, "json", false, "print the result as one JSON object instead of a table")
 	fs.BoolVar(verbose, "verbose", false, "log progress before the result")
 	return fs

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -170,6 +171,7 @@ func (r *runner) runMessages(ctx context.Context, start *time.Time) (*MessageSta
 
 	// The clock starts now.
 	*start = time.Now()
+	cpu0 := sampleCPU(cfg.PID)
 	t0 := r.now()
 	pubEnd := t0 + int64(cfg.Duration)
 	pubCtx, cancelPub := context.WithDeadline(ctx, r.base.Add(time.Duration(pubEnd)))
@@ -206,6 +208,7 @@ func (r *runner) runMessages(ctx context.Context, start *time.Time) (*MessageSta
 		}
 	}
 	drainEnd := r.now()
+	cpu := cpuBetween(cpu0, sampleCPU(cfg.PID), runtime.NumCPU())
 	complete := m.allAcked() && m.distinct() >= expected && ctx.Err() == nil
 
 	// Close everything so the statistics below are final, then wait for the
@@ -217,6 +220,7 @@ func (r *runner) runMessages(ctx context.Context, start *time.Time) (*MessageSta
 	st.Expected = expected
 	st.Drain = time.Duration(drainEnd - drainStart)
 	st.DrainComplete = complete
+	st.CPU = cpu
 	if err := r.firstErr(); err != nil {
 		return st, err
 	}

@@ -89,6 +89,9 @@ type MessageStats struct {
 	// deliveries that one consumer got (queue only; 1/subs each when even).
 	MinShare float64 `json:"min_share,omitempty"`
 	MaxShare float64 `json:"max_share,omitempty"`
+	// CPU is the generator's and (with --pid) the broker's CPU use from the
+	// start to the end of the drain.
+	CPU *CPU `json:"cpu,omitempty"`
 }
 
 // Latency summarises end-to-end latency. Percentiles come from a log-linear
@@ -171,6 +174,13 @@ func (r *Result) WriteTable(w io.Writer) error {
 			state = "incomplete: --drain ran out"
 		}
 		fmt.Fprintf(tw, "drain\t%s  %s\n", m.Drain.Round(time.Millisecond), state)
+		if u := m.CPU; u != nil {
+			broker := "not measured (--pid)"
+			if u.Broker >= 0 {
+				broker = strconv.FormatFloat(u.Broker, 'f', 2, 64) + " cores"
+			}
+			fmt.Fprintf(tw, "cpu\tgenerator %.2f cores  broker %s  (of %d, over %s)\n", u.Generator, broker, u.CPUs, u.Window.Round(time.Millisecond))
+		}
 		if c.Scenario == ScenarioQueue && len(m.PerSubscriber) > 0 {
 			fmt.Fprintf(tw, "spread\tmin %.1f%%  max %.1f%%  (even: %.1f%% each of %d consumers)\n",
 				100*m.MinShare, 100*m.MaxShare, 100/float64(len(m.PerSubscriber)), len(m.PerSubscriber))

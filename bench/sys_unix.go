@@ -2,7 +2,10 @@
 
 package bench
 
-import "syscall"
+import (
+	"syscall"
+	"time"
+)
 
 // raiseNoFile raises this process's RLIMIT_NOFILE soft limit to the hard
 // limit (Go already does this at startup since 1.19 on most systems, but a
@@ -21,4 +24,13 @@ func raiseNoFile() (uint64, error) {
 		l = want
 	}
 	return uint64(l.Cur), nil
+}
+
+// selfCPU returns this process's user + system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

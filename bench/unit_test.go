@@ -3,6 +3,7 @@ package bench
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -119,5 +120,37 @@ func TestConfigDefaultsValid(t *testing.T) {
 		if err := c.Validate(); err != nil {
 			t.Errorf("DefaultConfig(%q) invalid: %v", s, err)
 		}
+	}
+}
+
+func TestParseProcStat(t *testing.T) {
+	tests := []struct {
+		name string
+		line string
+		want time.Duration
+		err  bool
+	}{
+		{"plain", "1234 (mote) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1000 0 0", 3 * time.Second, false},
+		{"spaces and parens in the name", "77 (a) b) c) R 1 77 77 0 -1 0 0 0 0 0 7 3 0 0 20 0 1 0 0 0 0", 100 * time.Millisecond, false},
+		{"truncated", "77 (x) R 1 2", 0, true},
+		{"no name", "garbage", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseProcStat(tt.line)
+			if (err != nil) != tt.err || got != tt.want {
+				t.Fatalf("parseProcStat = %v, %v; want %v, error %v", got, err, tt.want, tt.err)
+			}
+		})
+	}
+}
+
+func TestProcCPUSelf(t *testing.T) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	d, err := procCPU(os.Getpid())
+	if err != nil || d < 0 {
+		t.Fatalf("procCPU(self) = %v, %v", d, err)
 	}
 }

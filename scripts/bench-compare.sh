@@ -53,12 +53,14 @@ trap 'exit 130' INT TERM
 
 log() { printf '%s bench-compare: %s\n' "$(date +%T)" "$*" >&2; }
 
-# free_port prints a loopback port nobody listens on (not 1883). Slightly
-# racy by nature; the broker start below fails loudly if it was taken.
+# free_port prints a loopback port nobody listens on, below the ephemeral
+# range (so no client connection holds it) and never 1883. Racy by nature:
+# start retries with other ports when a broker cannot bind.
+read -r EPHEMERAL_LO _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || EPHEMERAL_LO=32768
 free_port() {
 	local p
 	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((10000 + RANDOM % (EPHEMERAL_LO - 10000)))
 		[ "$p" = 1883 ] && continue
 		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
 			echo "$p"
@@ -121,8 +123,20 @@ EOF
 
 BROKER_PID=
 BROKER_URL=
-# start BROKER: starts a fresh broker, sets BROKER_PID and BROKER_URL.
+# start BROKER: starts a fresh broker, sets BROKER_PID and BROKER_URL;
+# tries other ports if one was taken meanwhile.
 start() {
+	local try
+	for try in 1 2 3; do
+		start_once "$1" && return 0
+		echo "bench-compare: $1 did not start on $BROKER_URL (try $try); its log:" >&2
+		tail -5 "$WORK/$1.log" >&2
+		stop
+	done
+	exit 1
+}
+
+start_once() {
 	local port ws http
 	port=$(free_port)
 	case $1 in
@@ -153,11 +167,7 @@ EOF
 	BROKER_PID=$!
 	PIDS+=("$BROKER_PID")
 	BROKER_URL=mqtt://127.0.0.1:$port
-	if ! wait_port "$port" "$BROKER_PID"; then
-		echo "bench-compare: $1 did not start on 127.0.0.1:$port; its log:" >&2
-		tail -20 "$WORK/$1.log" >&2
-		exit 1
-	fi
+	wait_port "$port" "$BROKER_PID"
 }
 
 stop() {
@@ -167,43 +177,30 @@ stop() {
 	wait "$BROKER_PID" 2>/dev/null || true
 }
 
-# cpu_ticks PID: user+system clock ticks the process has used.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-TICK=$(getconf CLK_TCK)
-
 # run NAME BROKER ARGS...: one `mote bench` run against a fresh BROKER;
-# the JSON result goes to $RES/BROKER-NAME.json, with the broker's and the
-# load generator's CPU seconds added.
+# the JSON result goes to $RES/BROKER-NAME.json with the command line added.
+# --pid makes the generator report the broker's CPU beside its own over the
+# measured window (is the generator the bottleneck?) and, for conns, the
+# broker's memory.
 run() {
 	local name=$1 broker=$2
 	shift 2
 	local auth=()
 	[ "$broker" = mote ] && auth=(--username "$BENCH_USER" --password "$BENCH_PW")
 	start "$broker"
-	local pidarg=()
-	[ "$1" = conns ] && pidarg=(--pid "$BROKER_PID")
-	local c0 t0 t1 c1 out=$RES/$broker-$name.json
-	c0=$(cpu_ticks "$BROKER_PID")
-	t0=$(date +%s.%N)
-	/usr/bin/time -f '%U %S' -o "$WORK/time" "$MOTE" bench "$@" --url "$BROKER_URL" "${auth[@]}" "${pidarg[@]}" --json \
-		>"$WORK/out" 2>"$WORK/err" || true
-	t1=$(date +%s.%N)
-	c1=$(cpu_ticks "$BROKER_PID")
+	local out=$RES/$broker-$name.json
+	"$MOTE" bench "$@" --url "$BROKER_URL" "${auth[@]}" --pid "$BROKER_PID" --json >"$WORK/out" 2>"$WORK/err" || true
 	stop
 	local line
 	line=$(grep '^{' "$WORK/out" | tail -1 || true)
-	[ -n "$line" ] || line='{"error":"no result"}'
-	local gen
-	gen=$(tail -1 "$WORK/time" | awk '{print $1 + $2}' 2>/dev/null || echo 0)
-	jq -c --argjson bcpu "$(awk -v a="$c0" -v b="$c1" -v t="$TICK" 'BEGIN{print (b-a)/t}')" --argjson gcpu "$gen" \
-		--argjson wall "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" --arg cmd "mote bench $* --url $BROKER_URL" \
-		'. + {broker_cpu: $bcpu, gen_cpu: $gcpu, wall: $wall, cmd: $cmd}' <<<"$line" >"$out"
+	[ -n "$line" ] || line="{\"error\":$(tail -3 "$WORK/err" | jq -Rs .)}"
+	jq -c --arg cmd "mote bench $* --url $BROKER_URL" '. + {cmd: $cmd}' <<<"$line" >"$out"
 	log "$broker $name: $(summary "$out")"
 }
 
 summary() {
 	jq -r 'if .messages then
-		"\(.messages.receive_rate|floor) deliveries/s, sent \(.messages.send_rate|floor)/s, lost \(.messages.lost), p50 \(.messages.latency.p50/1e6) ms, p99 \(.messages.latency.p99/1e6) ms, cpu broker \(.broker_cpu*100/.wall|floor)% gen \(.gen_cpu*100/.wall|floor)%\(if .error then ", ERROR " + .error else "" end)"
+		"\(.messages.receive_rate|floor) deliveries/s, sent \(.messages.send_rate|floor)/s, lost \(.messages.lost), p50 \(.messages.latency.p50/1e6) ms, p99 \(.messages.latency.p99/1e6) ms, cpu broker \(.messages.cpu.broker*100|floor)% gen \(.messages.cpu.generator*100|floor)%\(if .error then ", ERROR " + .error else "" end)"
 	elif .conns then
 		"\(.conns.connected) conns, \(.conns.bytes_per_conn/1024*10|floor/10) KiB/conn\(if .error then ", ERROR " + .error else "" end)"
 	else "error: \(.error)" end' "$1"
@@ -296,11 +293,12 @@ TABLE=$WORK/table.md
 # CPU split per run: is the load generator the bottleneck?
 CPU=$WORK/cpu.md
 {
-	echo "| Run | broker CPU | load generator CPU | wall s |"
+	echo "| Run | broker CPU | load generator CPU | measured window |"
 	echo "|---|---:|---:|---:|"
 	for f in "$RES"/*.json; do
 		n=$(basename "$f" .json)
-		jq -r --arg n "$n" '"| \($n) | \((.broker_cpu*100/.wall)|floor)% | \((.gen_cpu*100/.wall)|floor)% | \(.wall*10|floor/10) |"' "$f"
+		jq -r --arg n "$n" 'select(.messages.cpu) | .messages.cpu |
+			"| \($n) | \(.broker*100|floor)% | \(.generator*100|floor)% | \(.window/1e8|floor/10) s |"' "$f"
 	done
 } >"$CPU"
 
@@ -340,7 +338,7 @@ mkdir -p "$(dirname "$OUT")"
 	echo
 	echo "## CPU per run"
 	echo
-	echo "Broker and load generator CPU over the run's wall time (200% = both cores)."
+	echo "Broker and load generator CPU from the start of publishing to the end of the drain, as \`mote bench --pid\` measures it (100% = one core; this machine has $(nproc))."
 	echo
 	cat "$CPU"
 	echo
