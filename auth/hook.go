@@ -63,6 +63,7 @@ type Counters struct {
 	DeliveryDenied    atomic.Uint64 // ACL refused a delivery (subscriber lost access)
 	PublishRate       atomic.Uint64 // publishes over the rate limit
 	SubscriptionQuota atomic.Uint64 // filters refused with 0x97
+	RetainedQuota     atomic.Uint64 // retained publishes refused by limits.max_retained_*
 	TokenExpired      atomic.Uint64 // clients disconnected when their token expired
 	Reloads           atomic.Uint64 // successful reloads
 	ReloadErrors      atomic.Uint64
@@ -105,7 +106,8 @@ type Hook struct {
 
 	connRate *addrLimiters
 	failRate *addrLimiters
-	refusals atomic.Uint64 // anonymous refusals logged so far (the hint is rate-limited)
+	retained *retainedOwners // nil without a retained cap
+	refusals atomic.Uint64   // anonymous refusals logged so far (the hint is rate-limited)
 
 	// denyLog bounds the log lines ACL denials write (a client can send
 	// denied packets as fast as it likes); denials beyond it are only
@@ -161,6 +163,9 @@ func New(cfg Config, server *mqtt.Server, log *slog.Logger) (*Hook, error) {
 	if l.FailedLoginBurst > 0 && l.FailedLoginEvery > 0 {
 		h.failRate = newAddrLimiters(rate.Every(l.FailedLoginEvery), l.FailedLoginBurst)
 	}
+	if l.MaxRetainedPerUser > 0 || l.MaxRetainedBytesPerUser > 0 {
+		h.retained = newRetainedOwners()
+	}
 	return h, nil
 }
 
@@ -177,6 +182,8 @@ func (h *Hook) Provides(b byte) bool {
 		mqtt.OnSubscribe,
 		mqtt.OnPacketEncode,
 		mqtt.OnPublish,
+		mqtt.OnRetainMessage,
+		mqtt.OnRetainedExpired,
 		mqtt.OnSysInfoTick,
 	}, []byte{b})
 }
@@ -713,9 +720,24 @@ func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 	return pk
 }
 
-// OnPublish applies the publish rate limit.
+// OnPublish applies the retained-message caps and the publish rate limit.
 func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || h.cfg.Limits.PublishRate <= 0 {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	if h.retained != nil && pk.FixedHeader.Retain && len(pk.Payload) > 0 {
+		l := h.cfg.Limits
+		user := h.identity(cl).Username
+		if !h.retained.allows(user, pk.TopicName, retainedSize(pk), l.MaxRetainedPerUser, l.MaxRetainedBytesPerUser) {
+			h.Counters.RetainedQuota.Add(1)
+			if h.denyLog.Allow() {
+				h.Log.Info("retained message refused: the user holds its limit (limits.max_retained_per_user, max_retained_bytes_per_user)",
+					"client", cl.ID, "username", user, "topic", pk.TopicName)
+			}
+			return h.quotaRefusal(cl, pk)
+		}
+	}
+	if h.cfg.Limits.PublishRate <= 0 {
 		return pk, nil
 	}
 	h.mu.Lock()
@@ -744,6 +766,53 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return pk, packets.ErrRejectPacket // dropped
 }
 
+// quotaRefusal refuses a publish over a retained cap: MQTT 5 QoS 1/2 with
+// 0x97; MQTT 3.1.1 QoS 1/2 by disconnecting (3.1.1 has no refusal code and
+// an unacknowledged publish would be resent for ever; the ACL does the
+// same); QoS 0 by dropping it.
+func (h *Hook) quotaRefusal(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	switch {
+	case pk.FixedHeader.Qos == 0:
+	case cl.Properties.ProtocolVersion < 5:
+		_ = h.server.DisconnectClient(cl, packets.ErrQuotaExceeded)
+	case pk.FixedHeader.Qos == 1:
+		return pk, packets.ErrQuotaExceeded // PUBACK 0x97, not routed
+	default:
+		_ = cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+			PacketID:    pk.PacketID,
+			ReasonCode:  packets.ErrQuotaExceeded.Code,
+		})
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// retainedSize is what a retained message counts against
+// limits.max_retained_bytes_per_user: its topic and payload.
+func retainedSize(pk packets.Packet) int64 { return int64(len(pk.TopicName) + len(pk.Payload)) }
+
+// OnRetainMessage keeps the retained caps' books: a message set counts for
+// its publisher's user (one set by the broker itself, e.g. a bridge or the
+// admin API, for no one), a cleared one for no one.
+func (h *Hook) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	if h.retained == nil {
+		return
+	}
+	switch {
+	case r > 0:
+		h.retained.set(h.identity(cl).Username, pk.TopicName, retainedSize(pk), !cl.Net.Inline)
+	case len(pk.Payload) == 0:
+		h.retained.clear(pk.TopicName)
+	}
+}
+
+// OnRetainedExpired forgets an expired retained message.
+func (h *Hook) OnRetainedExpired(topic string) {
+	if h.retained != nil {
+		h.retained.clear(topic)
+	}
+}
+
 // OnSysInfoTick publishes the counters under $SYS/broker/auth/ (QoS 0, not
 // retained), beside mochi's own $SYS topics.
 func (h *Hook) OnSysInfoTick(*system.Info) {
@@ -763,6 +832,7 @@ func (h *Hook) OnSysInfoTick(*system.Info) {
 		{"denied/delivery", &c.DeliveryDenied},
 		{"limited/publish_rate", &c.PublishRate},
 		{"limited/subscriptions", &c.SubscriptionQuota},
+		{"limited/retained", &c.RetainedQuota},
 		{"token_expired", &c.TokenExpired},
 		{"reloads", &c.Reloads},
 		{"reload_errors", &c.ReloadErrors},

@@ -33,6 +33,19 @@ type Limits struct {
 	// MaxSubscriptions caps the subscriptions one client holds; a SUBSCRIBE
 	// beyond it gets 0x97 for the filters over the limit.
 	MaxSubscriptions int
+	// MaxRetainedPerUser and MaxRetainedBytesPerUser cap the retained
+	// messages one user holds (by username; anonymous clients share ""),
+	// in number and in topic + payload bytes. A retained PUBLISH that would
+	// go beyond either is refused: MQTT 5 QoS 1/2 get PUBACK/PUBREC 0x97
+	// "quota exceeded", MQTT 3.1.1 QoS 1/2 publishers are disconnected (as
+	// for an ACL refusal), QoS 0 messages are dropped; all are counted.
+	// Replacing one's own retained message within the limits, or clearing
+	// one, is always allowed. Messages are counted from the broker's start
+	// (those restored from the store belong to nobody), and concurrent
+	// publishes by one user's several connections can pass a limit by one
+	// each. Against a retained-message flood filling memory and the store.
+	MaxRetainedPerUser      int
+	MaxRetainedBytesPerUser int64
 }
 
 // addrLimiters keeps one token bucket per source address, forgetting
@@ -144,4 +157,85 @@ func (a *addrLimiters) len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.m)
+}
+
+// retainedOwners keeps who set each retained message and what every user
+// holds, for the retained caps. It is only kept while a cap is configured.
+type retainedOwners struct {
+	mu     sync.Mutex
+	topics map[string]retainedEntry // retained topic → who set it (absent: nobody counted)
+	users  map[string]retainedUse   // username → what they hold
+}
+
+type retainedEntry struct {
+	user string
+	size int64
+}
+
+type retainedUse struct {
+	count int
+	bytes int64
+}
+
+func newRetainedOwners() *retainedOwners {
+	return &retainedOwners{topics: map[string]retainedEntry{}, users: map[string]retainedUse{}}
+}
+
+// allows reports whether user may set a retained message of size bytes on
+// topic under the caps (0: no cap).
+func (r *retainedOwners) allows(user, topic string, size int64, maxCount int, maxBytes int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u := r.users[user]
+	if prev, ok := r.topics[topic]; ok && prev.user == user {
+		u.count--
+		u.bytes -= prev.size
+	}
+	return (maxCount <= 0 || u.count+1 <= maxCount) && (maxBytes <= 0 || u.bytes+size <= maxBytes)
+}
+
+// set records that user's retained message of size bytes is on topic
+// (counted: false for messages set by the broker itself, which count
+// against no one).
+func (r *retainedOwners) set(user, topic string, size int64, counted bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropLocked(topic)
+	if counted {
+		r.topics[topic] = retainedEntry{user: user, size: size}
+		u := r.users[user]
+		u.count++
+		u.bytes += size
+		r.users[user] = u
+	}
+}
+
+// clear forgets the retained message on topic (cleared or expired).
+func (r *retainedOwners) clear(topic string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dropLocked(topic)
+}
+
+func (r *retainedOwners) dropLocked(topic string) {
+	prev, ok := r.topics[topic]
+	if !ok {
+		return
+	}
+	delete(r.topics, topic)
+	u := r.users[prev.user]
+	u.count--
+	u.bytes -= prev.size
+	if u.count <= 0 {
+		delete(r.users, prev.user)
+	} else {
+		r.users[prev.user] = u
+	}
+}
+
+// use returns what user holds.
+func (r *retainedOwners) use(user string) retainedUse {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.users[user]
 }
