@@ -1,6 +1,6 @@
 // Package guard closes gaps in mochi-mqtt's protocol handling with a hook,
 // without changing mochi: keepalive and session expiry limits, topic-alias
-// and packet-size advertisement, $-topic isolation for shared subscriptions, per-filter
+// and packet-size advertisement, no DISCONNECT to MQTT 3.1.1 clients, $-topic isolation for shared subscriptions, per-filter
 // refusal of invalid filters, publishes to $SYS, and duplicate QoS 2
 // PUBLISH handling.
 package guard
@@ -35,6 +35,9 @@ type Counters struct {
 	// SessionExpiryCapped counts DISCONNECTs whose Session Expiry Interval
 	// was lowered to the server's maximum.
 	SessionExpiryCapped atomic.Uint64
+	// V3DisconnectSuppressed counts DISCONNECTs mochi would have sent to
+	// MQTT 3.1/3.1.1 clients.
+	V3DisconnectSuppressed atomic.Uint64
 }
 
 // Hook is the guard hook.
@@ -85,8 +88,22 @@ func (h *Hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 }
 
 // OnPacketEncode tells MQTT 5 clients the server's maximum packet size and
-// topic alias maximum, which mochi enforces but does not announce.
+// topic alias maximum, which mochi enforces but does not announce, and
+// keeps DISCONNECT away from MQTT 3.1 and 3.1.1 clients.
 func (h *Hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Disconnect && cl.Properties.ProtocolVersion < 5 {
+		// MQTT 3.1 and 3.1.1 have no DISCONNECT from the server (3.1.1
+		// §3.14: it is "sent from the Client to the Server"): a refusal
+		// closes the connection. mochi's DisconnectClient writes one to
+		// every client before closing (ACL refusal of a QoS 1/2 publish,
+		// session take-over, shutdown, Mote's rate and quota limits). An
+		// invalid packet type makes mochi's WritePacket send nothing (it
+		// returns ErrNoValidPacketAvailable, which DisconnectClient
+		// ignores); the close still happens.
+		pk.FixedHeader.Type = packets.Reserved
+		h.Counters.V3DisconnectSuppressed.Add(1)
+		return pk
+	}
 	if pk.FixedHeader.Type == packets.Publish {
 		// A client that sets Request Problem Information to 0 only gives up
 		// reason strings and user properties on acknowledgements

@@ -1,8 +1,12 @@
 package guard
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"net"
 	"testing"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -47,5 +51,45 @@ func TestDisconnectSessionExpiryCapped(t *testing.T) {
 	}
 	if n := h.Counters.SessionExpiryCapped.Load(); n != 2 {
 		t.Fatalf("SessionExpiryCapped %d, want 2", n)
+	}
+}
+
+// mochi's DisconnectClient writes a DISCONNECT to every client; an MQTT
+// 3.1.1 client must only see the connection close (test/reliability
+// TestACLBypass and TestRetainedFlood are the end-to-end cases).
+func TestNoDisconnectPacketToV3Clients(t *testing.T) {
+	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+	h := New(s, Options{})
+	if err := s.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		version byte
+		want    []byte // what the client reads before the close
+	}{
+		{4, nil},
+		{3, nil},
+		{5, []byte{0xE0, 0x13, 0x87, 0x11, 0x1F, 0x00, 0x0E}}, // DISCONNECT 0x87, reason string "not authorized"
+	} {
+		t.Run(fmt.Sprintf("version %d", tc.version), func(t *testing.T) {
+			server, client := net.Pipe()
+			defer client.Close()
+			cl := s.NewClient(server, "t", fmt.Sprintf("c%d", tc.version), false)
+			cl.Properties.ProtocolVersion = tc.version
+			got := make(chan []byte, 1)
+			go func() {
+				b, _ := io.ReadAll(client)
+				got <- b
+			}()
+			_ = s.DisconnectClient(cl, packets.ErrNotAuthorized)
+			_ = server.Close()
+			b := <-got
+			if !bytes.HasPrefix(b, tc.want) || (tc.want == nil && len(b) != 0) {
+				t.Fatalf("client read % x, want % x…", b, tc.want)
+			}
+		})
+	}
+	if n := h.Counters.V3DisconnectSuppressed.Load(); n != 2 {
+		t.Fatalf("V3DisconnectSuppressed %d, want 2", n)
 	}
 }

@@ -284,6 +284,15 @@ func TestACLBypass(t *testing.T) {
 		if m, ok := ops.Try(300 * time.Millisecond); ok {
 			t.Fatalf("a refused publish was routed: %q", m.Topic)
 		}
+		// MQTT 3.1.1 has no refusal code: a refused QoS 1 publish closes the
+		// connection, with no DISCONNECT (3.1.1 has none from the server).
+		v3 := brokertest.DialRaw(t, b.addr, 0)
+		v3.MustSend(t, (conn{version: 4, id: "bob-v3", user: strp("bob"), pass: strp("pw-bob")}).bytes())
+		if p := next(t, v3, tConnack); p.ReasonCode() != 0 {
+			t.Fatalf("CONNACK %v", p)
+		}
+		v3.MustSend(t, brokertest.RawPublish(4, "secret/v3", 1, 1, []byte("x")))
+		closedWith(t, v3)
 		fresh := brokertest.MustV5(t, b.addr, login("ops-fresh", "ops"))
 		fresh.Sub(t, 1, "b/#")
 		if m, ok := fresh.Try(300 * time.Millisecond); ok {

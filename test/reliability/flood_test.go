@@ -195,9 +195,10 @@ func TestRetainedFlood(t *testing.T) {
 
 	t.Run("per-user cap", func(t *testing.T) {
 		if !capSupported(t) {
-			t.Skip("no per-user cap on retained messages exists: the configuration has no such key " +
-				"(limits.max_retained_per_user / max_retained_bytes_per_user would go in broker/authconfig.go LimitsConfig, " +
-				"enforced by the auth hook); an authenticated user can fill the broker's memory and store with retained topics")
+			t.Skip("NOT CONFIGURABLE YET (see the report): the per-user retained caps exist in the auth hook " +
+				"(auth.Limits MaxRetainedPerUser, MaxRetainedBytesPerUser) but the configuration has no keys for them " +
+				"(limits.max_retained_per_user / max_retained_bytes_per_user belong in broker/authconfig.go LimitsConfig); " +
+				"until then one user can fill the broker's memory and store with retained topics")
 		}
 		// With a cap of 1000: the 1001st new retained topic is refused
 		// (v5 0x97), replacing or clearing one is not.
@@ -208,11 +209,19 @@ func TestRetainedFlood(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		res, err := p.Pub(ctx, "cap/over", []byte("x"), 1, true)
-		if err != nil || res == nil || res.ReasonCode != 0x97 {
+		// paho returns the PUBACK with an error for a reason ≥ 0x80.
+		if res, err := p.Pub(ctx, "cap/over", []byte("x"), 1, true); res == nil || res.ReasonCode != 0x97 {
 			t.Fatalf("the retained message over the cap: %v %+v, want PUBACK 0x97", err, res)
 		}
 		p.MustPub(t, "cap/1", []byte("replaced"), 1, true)
+		p.MustPub(t, "cap/2", nil, 1, true) // cleared: room for one more
+		p.MustPub(t, "cap/new", []byte("x"), 1, true)
+		r := dialRaw(t, m.addr, 4, "capped-v3")
+		over := brokertest.RawPublish(4, "cap/over-v3", 1, 1, []byte("x"))
+		over[0] |= 0x01     // RETAIN
+		r.MustSend(t, over) // 3.1.1 QoS 1: disconnected
+		closedWith(t, r)
+		m.healthy(t)
 	})
 }
 
