@@ -67,7 +67,7 @@
 //	  per-address connect rate                     TestConnectRatePerAddress (TestAuthLimitConnectRate)
 //	  subscriptions per SUBSCRIBE and per client   TestSubscriptionFlood (R14) (TestAuthLimitMaxSubscriptions)
 //	  topic-alias hoarding                         TestTopicAliases (R13)
-//	  retained-message flood                       TestRetainedFlood (R14); the per-user cap does not exist (skipped, see below)
+//	  retained-message flood                       TestRetainedFlood (R14); the per-user cap (auth) is checked once configurable
 //	  sessions never resumed (CVE-2025-62723)      TestSessionExpiryCap
 //	  slow / non-reading subscribers               TestNonReadingSubscriber (R9) (TestRobustSlowSubscriber)
 //	  keepalive 0 or 65535                         TestKeepaliveCap
@@ -84,10 +84,13 @@
 //	  default allow on no match                    carol (no rule), anonymous
 //	  $SYS publishing                              refused even when the ACL allows it (TestPublishToSysRefused)
 //	  every denial logged and counted              mote_acl_denied_total, "acl denied" log lines
+//	  3.1.1 refusals close without a DISCONNECT    bob's 3.1.1 publish (3.1.1 has no server DISCONNECT)
 //	  property test against a reference matcher    auth (FuzzACLMatch, TestSubsetOverlapExhaustive): not repeated here
 //
-// Skipped cases say why in their message: the per-user retained cap (no
-// such configuration key), the retained-source recheck (CVE-2018-12546,
-// publisher side), and retained messages beyond the write and session
-// queues on SUBSCRIBE (dropped and counted, not all delivered).
+// Skipped cases say why in their message: the per-user retained cap (in
+// the auth hook, but no configuration key reaches it yet), the
+// retained-source recheck (CVE-2018-12546, publisher side), and retained
+// messages beyond the write and session queues on SUBSCRIBE (dropped and
+// counted, not all delivered). Each turns into a pass, not a skip, once
+// the broker does it.
 package reliability

@@ -69,12 +69,13 @@ func TestFlowControl(t *testing.T) {
 	const recvMax = 16
 	m := start(t, raceBin, fmt.Sprintf("mqtt:\n  receive_maximum: %d\n", recvMax))
 	m.healthy(t)
-	watch := brokertest.MustV5(t, m.addr, brokertest.Options{ID: "watch", Clean: true})
-	watch.Sub(t, 1, "fc/#")
-	drainWatch := func() {
-		for watch.Len() > 0 {
-			watch.Try(0)
-		}
+	// Each case watches its own topic: a message of an earlier case
+	// arriving late must not be taken for one of its own.
+	watchTopic := func(t *testing.T, topic string) *brokertest.V5 {
+		t.Helper()
+		w := brokertest.MustV5(t, m.addr, brokertest.Options{ID: "watch-" + topic, Clean: true})
+		w.Sub(t, 1, topic)
+		return w
 	}
 
 	t.Run("QoS 2 beyond receive maximum without PUBREL (CVE-2023-28366)", func(t *testing.T) {
@@ -101,7 +102,7 @@ func TestFlowControl(t *testing.T) {
 		// mochi acknowledges each QoS 1 PUBLISH as it reads it, so the
 		// broker never holds more than one unacknowledged: a burst is no
 		// violation [MQTT-3.3.4-8] and all of it is delivered.
-		drainWatch()
+		watch := watchTopic(t, "fc/q1")
 		r, _ := connect5(t, m.addr, "qos1-burst", props())
 		var burst []byte
 		for id := range uint16(recvMax + 1) {
@@ -120,7 +121,7 @@ func TestFlowControl(t *testing.T) {
 	})
 
 	t.Run("QoS 2 packet id reused before PUBREL", func(t *testing.T) {
-		drainWatch()
+		watch := watchTopic(t, "fc/reuse")
 		r, _ := connect5(t, m.addr, "qos2-reuse", props())
 		r.MustSend(t, publish5("fc/reuse", 2, 5, props(), "first"))
 		if p := next(t, r, tPubrec); ackReason(p) != 0 {
@@ -148,7 +149,7 @@ func TestFlowControl(t *testing.T) {
 	})
 
 	t.Run("QoS 1 packet id reused", func(t *testing.T) {
-		drainWatch()
+		watch := watchTopic(t, "fc/reuse1")
 		r, _ := connect5(t, m.addr, "qos1-reuse", props())
 		r.MustSend(t, joinBytes(publish5("fc/reuse1", 1, 7, props(), "a"), publish5("fc/reuse1", 1, 7, props(), "b")))
 		for range 2 {
@@ -245,7 +246,7 @@ func TestFlowControl(t *testing.T) {
 	})
 
 	t.Run("QoS 2 flood on one packet id without PUBREL", func(t *testing.T) {
-		drainWatch()
+		watch := watchTopic(t, "fc/same")
 		pid := m.pid(t)
 		rss0 := procStatus(t, pid, "VmRSS")
 		r, _ := connect5(t, m.addr, "qos2-same-id", props())
