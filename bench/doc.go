@@ -33,6 +33,16 @@
 //   - Send rate is sent / (last acknowledgement − start); delivery rate is
 //     deliveries / (last delivery − start); neither includes idle drain time.
 //
+// # Keeping the generator out of the way
+//
+// The generator usually shares the machine with the broker, so its own CPU
+// is taken from the broker. --pid reports both over the measured window
+// (MessageStats.CPU); --cpuprofile writes the generator's profile. Reads
+// are buffered (see tcpConn), and GOGC defaults to 400 for the generator
+// (about a fifth of its CPU went to the garbage collector at 100). What
+// remains is mostly paho.golang's one write system call per
+// acknowledgement, which only a different client library would remove.
+//
 // # Goroutines and shutdown
 //
 // [Run] owns everything it starts. Publishers, connectors and the per-client
