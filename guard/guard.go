@@ -1,6 +1,7 @@
 // Package guard closes gaps in mochi-mqtt's protocol handling with a hook,
-// without changing mochi: keepalive and session expiry limits, topic-alias
-// and packet-size advertisement, no DISCONNECT to MQTT 3.1.1 clients, $-topic isolation for shared subscriptions, per-filter
+// without changing mochi: keepalive and session expiry limits, expired
+// sessions' subscriptions, topic-alias and packet-size advertisement, no
+// DISCONNECT to MQTT 3.1.1 clients, $-topic isolation for shared subscriptions, per-filter
 // refusal of invalid filters, publishes to $SYS, and duplicate QoS 2
 // PUBLISH handling.
 package guard
@@ -38,6 +39,9 @@ type Counters struct {
 	// V3DisconnectSuppressed counts DISCONNECTs mochi would have sent to
 	// MQTT 3.1/3.1.1 clients.
 	V3DisconnectSuppressed atomic.Uint64
+	// ExpiredUnsubscribed counts expired sessions whose subscriptions were
+	// removed from the topic index.
+	ExpiredUnsubscribed atomic.Uint64
 }
 
 // Hook is the guard hook.
@@ -64,7 +68,25 @@ func (h *Hook) Provides(b byte) bool {
 		mqtt.OnSelectSubscribers,
 		mqtt.OnPacketRead,
 		mqtt.OnSubscribe,
+		mqtt.OnClientExpired,
 	}, b) >= 0
+}
+
+// OnClientExpired removes an expired session's subscriptions from mochi's
+// topic index. mochi's clearExpiredClients only deletes the client: its
+// subscriptions stayed in the index (about 2 KiB of particles and maps per
+// filter), matched every later publish, and kept the session a member of
+// its $share groups. Sessions created under new client ids and never
+// resumed (the abuse of FlashMQ CVE-2025-62723) grew memory without bound
+// even with max_session_expiry. UnsubscribeClient also runs the other
+// hooks' OnUnsubscribed (the store drops the records, queues the
+// memberships), as for a session that ends at disconnect.
+func (h *Hook) OnClientExpired(cl *mqtt.Client) {
+	if cl.Net.Inline {
+		return
+	}
+	h.server.UnsubscribeClient(cl)
+	h.Counters.ExpiredUnsubscribed.Add(1)
 }
 
 // OnConnect caps the keepalive and turns off outbound topic aliases.

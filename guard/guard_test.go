@@ -93,3 +93,40 @@ func TestNoDisconnectPacketToV3Clients(t *testing.T) {
 		t.Fatalf("V3DisconnectSuppressed %d, want 2", n)
 	}
 }
+
+// An expired session's subscriptions leave mochi's topic index (mochi only
+// deletes the client; test/reliability TestSessionExpiryCap measures the
+// memory end to end).
+func TestExpiredSessionUnsubscribed(t *testing.T) {
+	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.DiscardHandler)})
+	h := New(s, Options{})
+	if err := s.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl := s.NewClient(nil, "t", "gone", false)
+	other := s.NewClient(nil, "t", "stays", false)
+	for _, c := range []*mqtt.Client{cl, other} {
+		for _, f := range []string{"a/+/c", "b/#", "$share/g/q/#"} {
+			sub := packets.Subscription{Filter: f, Qos: 1}
+			s.Topics.Subscribe(c.ID, sub)
+			c.State.Subscriptions.Add(f, sub)
+		}
+	}
+	h.OnClientExpired(cl)
+	subs := s.Topics.Subscribers("a/b/c")
+	if _, ok := subs.Subscriptions["gone"]; ok {
+		t.Fatal("the expired session still matches a/b/c")
+	}
+	if _, ok := subs.Subscriptions["stays"]; !ok {
+		t.Fatal("another session's subscription was removed")
+	}
+	if shared := s.Topics.Subscribers("q/x").Shared; len(shared["$share/g/q/#"]) != 1 {
+		t.Fatalf("shared group members after the expiry: %v, want only the live one", shared)
+	}
+	if cl.State.Subscriptions.Len() != 0 {
+		t.Fatal("the expired client still lists subscriptions")
+	}
+	if n := h.Counters.ExpiredUnsubscribed.Load(); n != 1 {
+		t.Fatalf("ExpiredUnsubscribed %d, want 1", n)
+	}
+}

@@ -71,10 +71,10 @@ func TestConnectRatePerAddress(t *testing.T) {
 // Class 6: persistent sessions created with new ids and never resumed
 // (FlashMQ CVE-2025-62723). max_session_expiry caps what a client asks
 // for, in its CONNECT and in its DISCONNECT, for MQTT 5 and 3.1.1, and
-// the sessions are gone once it has passed.
+// the sessions are gone once it has passed, their subscriptions included.
 func TestSessionExpiryCap(t *testing.T) {
 	const capSeconds = 2
-	n := 300
+	n := 1000
 	if soak {
 		n = 3000
 	}
@@ -115,8 +115,11 @@ func TestSessionExpiryCap(t *testing.T) {
 	heap1 := m.liveHeap(t)
 	t.Logf("%d abandoned persistent sessions (a third 3.1.1) created in %v: live heap %d → %d KiB (%.1f KiB per session); all gone %v after the last (cap %ds); heap after %d KiB",
 		n+1, created.Round(time.Millisecond), heap0>>10, held>>10, float64(held-heap0)/float64(n)/1024, gone.Round(time.Millisecond), capSeconds, heap1>>10)
-	if heap1-heap0 > 4<<20 {
-		t.Errorf("live heap %d KiB above where it started after the sessions expired", (heap1-heap0)>>10)
+	// An expired session leaves nothing behind: mochi left its
+	// subscriptions in the topic index (about 2.2 KiB each) until guard
+	// removed them; allow 1 KiB a session for the store's buffers.
+	if grew := heap1 - heap0; grew > int64(n)<<10+512<<10 {
+		t.Errorf("live heap %d KiB above where it started after %d sessions expired", grew>>10, n)
 	}
 	m.healthy(t)
 }
