@@ -19,7 +19,7 @@
 // test can force a GC (/debug/pprof/heap?gc=1) before reading the live heap
 // from /metrics.
 //
-//	go test -race ./test/reliability/                          # about 75 s on 2 cores
+//	go test -race ./test/reliability/                          # 75-95 s on 2 cores
 //	MOTE_SOAK=1 go test -race -timeout 20m ./test/reliability/  # make soak: longer variants
 //
 // MOTE_SOAK=1 idles the 10,000 connections 10 s instead of 2, uses the
