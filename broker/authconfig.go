@@ -61,6 +61,11 @@ type LimitsConfig struct {
 	PublishBurst          int      `yaml:"publish_burst"`
 	PublishRateExceeded   string   `yaml:"publish_rate_exceeded"` // disconnect (0x96) or drop
 	MaxSubscriptions      int      `yaml:"max_subscriptions"`     // per client; 0 = unlimited
+	// Retained messages a user may hold (count, and payload+topic bytes);
+	// 0 = unlimited. Over it, a new retained message is refused (v5:
+	// 0x97); replacing or clearing one's own is always allowed.
+	MaxRetainedPerUser      int  `yaml:"max_retained_per_user"`
+	MaxRetainedBytesPerUser Size `yaml:"max_retained_bytes_per_user"`
 }
 
 func defaultLimits() LimitsConfig {
@@ -133,6 +138,12 @@ func (c *Config) validateAuth(bad func(key, format string, args ...any)) {
 	default:
 		bad("limits.publish_rate_exceeded", "%q: use disconnect or drop", l.PublishRateExceeded)
 	}
+	if l.MaxRetainedPerUser < 0 {
+		bad("limits.max_retained_per_user", "%d: want 0 (unlimited) or more", l.MaxRetainedPerUser)
+	}
+	if l.MaxRetainedBytesPerUser < 0 {
+		bad("limits.max_retained_bytes_per_user", "%d: want 0 (unlimited) or more", l.MaxRetainedBytesPerUser)
+	}
 	if l.MaxSubscriptions < 0 {
 		bad("limits.max_subscriptions", "%d: want 0 (unlimited) or more", l.MaxSubscriptions)
 	}
@@ -196,13 +207,15 @@ func (c *Config) authConfig() (auth.Config, error) {
 		CertUsername:   c.Auth.CertUsername,
 		Watch:          c.Auth.WatchInterval.Std(),
 		Limits: auth.Limits{
-			MaxConnectionsPerUser: c.Limits.MaxConnectionsPerUser,
-			ConnectRate:           c.Limits.ConnectRate,
-			ConnectBurst:          c.Limits.ConnectBurst,
-			PublishRate:           c.Limits.PublishRate,
-			PublishBurst:          max(c.Limits.PublishBurst, int(c.Limits.PublishRate)),
-			PublishDisconnect:     c.Limits.PublishRateExceeded != "drop",
-			MaxSubscriptions:      c.Limits.MaxSubscriptions,
+			MaxConnectionsPerUser:   c.Limits.MaxConnectionsPerUser,
+			ConnectRate:             c.Limits.ConnectRate,
+			ConnectBurst:            c.Limits.ConnectBurst,
+			PublishRate:             c.Limits.PublishRate,
+			PublishBurst:            max(c.Limits.PublishBurst, int(c.Limits.PublishRate)),
+			PublishDisconnect:       c.Limits.PublishRateExceeded != "drop",
+			MaxSubscriptions:        c.Limits.MaxSubscriptions,
+			MaxRetainedPerUser:      c.Limits.MaxRetainedPerUser,
+			MaxRetainedBytesPerUser: int64(c.Limits.MaxRetainedBytesPerUser),
 		},
 	}
 	if n := c.Limits.FailedLogins; n > 0 {
