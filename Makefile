@@ -48,9 +48,11 @@ bench: build
 bench-compare:
 	./scripts/bench-compare.sh
 
-## soak: 100 kill -9 cycles and the leak-checking soak (MOTE_SOAK_DURATION, default 5m)
+## soak: 100 kill -9 cycles, the leak-checking soak (MOTE_SOAK_DURATION, default 5m) and the
+## longer hostile-input load runs
 soak:
 	MOTE_SOAK=1 $(GO) test -race -run 'Cycles|Soak' -timeout 60m -v ./test/e2e/
+	MOTE_SOAK=1 $(GO) test -race -count=1 -timeout 20m ./test/reliability/
 
 ## fuzz: every fuzz target of the module for FUZZTIME each (default 30s)
 FUZZTIME ?= 30s
