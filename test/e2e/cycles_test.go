@@ -99,7 +99,7 @@ type cycles struct {
 
 	online, offline *cycleSub
 	workers         []*cycleSub
-	sinkHits        atomic.Int64
+	sinkHits        atomic.Int64 // webhook requests answered
 }
 
 // cycleSub is a persistent MQTT 5 subscriber that keeps its session state
@@ -397,4 +397,5 @@ func (cy *cycles) finish() {
 	if err := cy.p.Stop(20 * time.Second); err != nil {
 		cy.t.Errorf("stop: %v", err)
 	}
+	cy.t.Logf("webhook target answered %d requests", cy.sinkHits.Load())
 }

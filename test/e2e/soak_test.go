@@ -111,6 +111,13 @@ type soakPub struct {
 	acked   bitset          // acknowledged sequence numbers
 	sent    uint64          // attempts
 	ackedAt []time.Duration // per seq: when the acknowledgement came (since start), for diagnosis
+	events  []string        // reconnects, for diagnosis
+}
+
+func (pb *soakPub) eventList() []string {
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	return slices.Clone(pb.events)
 }
 
 // soakSub is one subscribing client with a persistent session.
@@ -183,6 +190,19 @@ func (s *tracingSession) about(producer string, seq uint64) []string {
 			}
 		}
 		out = append(out, fmt.Sprintf("%v; before it with id %d: %v", ev, ev.id, hist))
+	}
+	return out
+}
+
+// around returns the packets received within d of at.
+func (s *tracingSession) around(at, d time.Duration) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, ev := range s.events {
+		if ev.at >= at-d && ev.at <= at+d {
+			out = append(out, ev.String())
+		}
 	}
 	return out
 }
@@ -410,6 +430,12 @@ func (so *soak) reconnectSub(s *soakSub, graceful bool) error {
 
 // reconnectPub replaces a publisher's connection.
 func (so *soak) reconnectPub(pb *soakPub, graceful bool) error {
+	began := time.Since(so.start)
+	defer func() {
+		pb.mu.Lock()
+		pb.events = append(pb.events, fmt.Sprintf("reconnect(graceful=%v) %v–%v", graceful, began.Round(time.Millisecond), time.Since(so.start).Round(time.Millisecond)))
+		pb.mu.Unlock()
+	}()
 	pb.mu.Lock()
 	old := pb.cli
 	pb.mu.Unlock()
@@ -624,10 +650,11 @@ func (so *soak) explain() {
 				for miss := word &^ have; miss != 0 && shown < 10; miss &= miss - 1 {
 					seq := uint64(w*64 + bits.TrailingZeros64(miss))
 					shown++
-					t.Logf("soak: missing %s#%d (qos %d) at %s, acknowledged at %v", pb.name, seq, pb.qos, sk.name, at[seq].Round(time.Millisecond))
+					t.Logf("soak: missing %s#%d (qos %d) at %s, acknowledged at %v; publisher events: %v", pb.name, seq, pb.qos, sk.name, at[seq].Round(time.Millisecond), pb.eventList())
 					for _, s := range so.subs {
 						if s.sink == si {
 							t.Logf("soak:   %s received it at the session layer: %v", s.o.ID, s.trace.about(pb.name, seq))
+							t.Logf("soak:   %s received within 100ms of the acknowledgement: %v", s.o.ID, s.trace.around(at[seq], 100*time.Millisecond))
 							s.mu.Lock()
 							t.Logf("soak:   %s (sub qos %d) events: %v", s.o.ID, s.qos, s.events)
 							s.mu.Unlock()
@@ -656,13 +683,20 @@ func (so *soak) judge(samples []soakSampleT, dur time.Duration) {
 	}
 	var dups [3]uint64
 	var recv uint64
+	q2 := map[string]uint64{} // QoS 2 duplicates by kind of sink
 	for _, sk := range so.sinks {
 		sk.mu.Lock()
 		for q := range 3 {
 			dups[q] += sk.dups[q]
 		}
+		if sk.dups[2] > 0 {
+			q2[strings.TrimRight(sk.name, "-0123456789")] += sk.dups[2]
+		}
 		recv += sk.n
 		sk.mu.Unlock()
+	}
+	if len(q2) > 0 {
+		t.Logf("soak: QoS 2 deliveries seen twice by the application, by kind: %v", q2)
 	}
 	t.Logf("soak: published qos0/1/2 = %d/%d/%d (acknowledged qos1/2 = %d/%d), %d deliveries, duplicated deliveries at qos0/1/2 = %d/%d/%d, %d reconnects",
 		sent[0], sent[1], sent[2], acked[1], acked[2], recv, dups[0], dups[1], dups[2], so.reconns.Load())
