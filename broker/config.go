@@ -132,7 +132,7 @@ func Defaults() *Config {
 			ConnectTimeout:    Duration(10 * time.Second),
 			WriteTimeout:      Duration(5 * time.Second),
 			ReceiveMaximum:    1024,
-			MaxInflight:       64,
+			MaxInflight:       256,
 			MaxQueuedMessages: 10000,
 			Backpressure:      Duration(5 * time.Second),
 			TopicAliasMaximum: 64,
