@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/bits"
 	"math/rand/v2"
 	"net/http"
@@ -146,11 +147,58 @@ type tracingSession struct {
 
 type traceEvent struct {
 	at       time.Duration
-	kind     byte // packets.PUBLISH or packets.PUBREL
+	kind     byte // packets.PUBLISH, packets.PUBREL, or packets.CONNACK / packets.DISCONNECT marking a connection's start and end
 	id       uint16
 	dup      bool
+	qos2     bool
 	producer string
 	seq      uint64
+}
+
+func (s *tracingSession) ConAckReceived(w io.Writer, cp *packets.Connect, ca *packets.Connack) error {
+	s.mark(packets.CONNACK)
+	return s.State.ConAckReceived(w, cp, ca)
+}
+
+func (s *tracingSession) ConnectionLost(dp *packets.Disconnect) error {
+	s.mark(packets.DISCONNECT)
+	return s.State.ConnectionLost(dp)
+}
+
+func (s *tracingSession) mark(kind byte) {
+	s.mu.Lock()
+	s.events = append(s.events, traceEvent{at: time.Since(*s.start), kind: kind})
+	s.mu.Unlock()
+}
+
+// unreleased lists, per connection, the QoS 2 PUBLISHes (by packet id)
+// that got no PUBREL on that connection — and whether one came on a
+// later connection.
+func (s *tracingSession) unreleased(until time.Duration) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	open := map[uint16]traceEvent{}
+	conn := 0
+	for _, ev := range s.events {
+		if ev.at > until {
+			break
+		}
+		switch ev.kind {
+		case packets.CONNACK:
+			conn++
+			for id, p := range open {
+				out = append(out, fmt.Sprintf("connection %d: id %d (%s#%d at %v) still awaiting PUBREL", conn, id, p.producer, p.seq, p.at.Round(time.Millisecond)))
+			}
+		case packets.PUBREL:
+			delete(open, ev.id)
+		case packets.PUBLISH:
+			if ev.qos2 {
+				open[ev.id] = ev
+			}
+		}
+	}
+	return out
 }
 
 func (s *tracingSession) PacketReceived(p *packets.ControlPacket, ch chan<- *packets.Publish) error {
@@ -160,7 +208,7 @@ func (s *tracingSession) PacketReceived(p *packets.ControlPacket, ch chan<- *pac
 		if c.QoS == 0 {
 			return s.State.PacketReceived(p, ch)
 		}
-		ev.dup = c.Duplicate
+		ev.dup, ev.qos2 = c.Duplicate, c.QoS == 2
 		ev.producer, ev.seq, _ = Decode(c.Payload)
 	case *packets.Pubrel:
 	default:
@@ -208,8 +256,13 @@ func (s *tracingSession) around(at, d time.Duration) []string {
 }
 
 func (ev traceEvent) String() string {
-	if ev.kind == packets.PUBREL {
+	switch ev.kind {
+	case packets.PUBREL:
 		return fmt.Sprintf("%v PUBREL id=%d", ev.at.Round(time.Millisecond), ev.id)
+	case packets.CONNACK:
+		return fmt.Sprintf("%v CONNECTED", ev.at.Round(time.Millisecond))
+	case packets.DISCONNECT:
+		return fmt.Sprintf("%v CONNECTION LOST", ev.at.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("%v PUBLISH id=%d dup=%v %s#%d", ev.at.Round(time.Millisecond), ev.id, ev.dup, ev.producer, ev.seq)
 }
@@ -654,7 +707,8 @@ func (so *soak) explain() {
 					for _, s := range so.subs {
 						if s.sink == si {
 							t.Logf("soak:   %s received it at the session layer: %v", s.o.ID, s.trace.about(pb.name, seq))
-							t.Logf("soak:   %s received within 100ms of the acknowledgement: %v", s.o.ID, s.trace.around(at[seq], 100*time.Millisecond))
+							t.Logf("soak:   %s received within 300ms of the acknowledgement: %v", s.o.ID, s.trace.around(at[seq], 300*time.Millisecond))
+							t.Logf("soak:   %s QoS 2 deliveries left awaiting PUBREL at a reconnect before then: %v", s.o.ID, s.trace.unreleased(at[seq]))
 							s.mu.Lock()
 							t.Logf("soak:   %s (sub qos %d) events: %v", s.o.ID, s.qos, s.events)
 							s.mu.Unlock()
