@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/motemq/mote/admin"
 	"github.com/motemq/mote/broker"
 	"github.com/motemq/mote/broker/brokertest"
+	"github.com/motemq/mote/internal/deps"
 )
 
 // The endpoints end to end are tested in broker/admin_test.go, against a
@@ -167,26 +167,11 @@ func TestConsoleServed(t *testing.T) {
 // The admin package shows the features; the broker wires it, so it must
 // not import the broker.
 func TestDeps(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go command not found: %v", err)
-	}
-	out, err := exec.Command(goBin, "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	bad := map[string]string{
+	deps.Forbid(t, "admin", map[string]string{
 		"github.com/motemq/mote/broker": "the broker wires features; admin does not import it",
 		"github.com/motemq/mote/rules":  "rules plug in through admin.Rules",
-		"testing":                       "test code only",
-	}
-	deps := strings.Fields(string(out))
-	for _, p := range deps {
-		if why, ok := bad[p]; ok {
-			t.Errorf("admin depends on %s (%s)", p, why)
-		}
-	}
-	if !slices.Contains(deps, "github.com/prometheus/client_golang/prometheus") {
+	})
+	if !slices.Contains(deps.Of(t), "github.com/prometheus/client_golang/prometheus") {
 		t.Error("admin does not use the Prometheus client")
 	}
 }

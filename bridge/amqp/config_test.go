@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 	"gopkg.in/yaml.v3"
+
+	"github.com/motemq/mote/internal/deps"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -181,15 +182,7 @@ func TestNewSenderAndConsumerValidate(t *testing.T) {
 // AMQP client and mochi's packets, never the broker, the other features or
 // testing (STYLE.md §1).
 func TestDeps(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go command not found: %v", err)
-	}
-	out, err := exec.Command(goBin, "list", "-deps", ".").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	bad := map[string]string{
+	deps.Forbid(t, "bridge/amqp", map[string]string{
 		"github.com/motemq/mote/broker":      "the broker wires features; features do not import it",
 		"github.com/motemq/mote/admin":       "a feature",
 		"github.com/motemq/mote/rules":       "a feature",
@@ -197,11 +190,5 @@ func TestDeps(t *testing.T) {
 		"github.com/motemq/mote/queue":       "a feature",
 		"github.com/motemq/mote/bridge/http": "another bridge",
 		"github.com/motemq/mote/bridge/mqtt": "another bridge",
-		"testing":                            "test code only",
-	}
-	for _, p := range strings.Fields(string(out)) {
-		if why, ok := bad[p]; ok {
-			t.Errorf("bridge/amqp depends on %s (%s)", p, why)
-		}
-	}
+	})
 }

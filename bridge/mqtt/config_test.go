@@ -2,8 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"errors"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/motemq/mote/bridge"
+	"github.com/motemq/mote/internal/deps"
 )
 
 func good() Config {
@@ -272,21 +271,12 @@ func TestEchoes(t *testing.T) {
 // TestDeps keeps the production code off the broker (an import cycle
 // later), the other bridges and testing (STYLE.md §1).
 func TestDeps(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			t.Fatalf("go list: %v: %s", err, ee.Stderr)
-		}
-		t.Fatalf("go list: %v", err)
+	allowed := []string{
+		"github.com/motemq/mote/bridge/mqtt", "github.com/motemq/mote/bridge",
+		"github.com/motemq/mote/internal/topic", "github.com/motemq/mote/persistence",
 	}
-	for _, p := range strings.Fields(string(out)) {
-		switch {
-		case p == "testing",
-			strings.HasPrefix(p, "github.com/motemq/mote/") && !slices.Contains([]string{
-				"github.com/motemq/mote/bridge/mqtt", "github.com/motemq/mote/bridge",
-				"github.com/motemq/mote/internal/topic", "github.com/motemq/mote/persistence",
-			}, p):
+	for _, p := range deps.Of(t) {
+		if p == "testing" || strings.HasPrefix(p, "github.com/motemq/mote/") && !slices.Contains(allowed, p) {
 			t.Errorf("bridge/mqtt depends on %s", p)
 		}
 	}
