@@ -107,6 +107,16 @@ type soakPub struct {
 	qos   byte
 	sinks []int // sinks that must receive its QoS ≥ 1 messages
 
+	// busy is held by a QoS 2 publisher around each publish, and by the
+	// churn while it replaces that publisher's connection: paho.golang
+	// v0.23.0 writes a PUBREL to the session's connection without its lock
+	// (state.PacketReceived, PUBREC case) while a closing client clears it
+	// under the lock (ConnectionLost) — a data race in the client library,
+	// not the broker. So QoS 2 publishers are churned between their
+	// publishes; QoS 0/1 publishers and every subscriber are churned at any
+	// moment.
+	busy sync.Mutex
+
 	mu      sync.Mutex
 	cli     *brokertest.V5
 	acked   bitset          // acknowledged sequence numbers
@@ -483,6 +493,10 @@ func (so *soak) reconnectSub(s *soakSub, graceful bool) error {
 
 // reconnectPub replaces a publisher's connection.
 func (so *soak) reconnectPub(pb *soakPub, graceful bool) error {
+	if pb.qos == 2 {
+		pb.busy.Lock() // bounded: a publish times out after 10 s
+		defer pb.busy.Unlock()
+	}
 	began := time.Since(so.start)
 	defer func() {
 		pb.mu.Lock()
@@ -520,6 +534,9 @@ func (so *soak) publish(ctx context.Context, pb *soakPub, rate float64) {
 			return
 		case <-tick.C:
 		}
+		if pb.qos == 2 {
+			pb.busy.Lock()
+		}
 		pb.mu.Lock()
 		cli := pb.cli
 		pb.sent++
@@ -527,6 +544,9 @@ func (so *soak) publish(ctx context.Context, pb *soakPub, rate float64) {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		r, err := cli.Pub(pctx, pb.topic, Payload(pb.name, seq), pb.qos, false)
 		cancel()
+		if pb.qos == 2 {
+			pb.busy.Unlock()
+		}
 		if err == nil && (r == nil || r.ReasonCode < 0x80) && pb.qos > 0 {
 			pb.mu.Lock()
 			pb.acked.add(seq)
