@@ -848,7 +848,13 @@ func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, rese
 	e := &entry{seq: h.next(), id: pk.PacketID, wal: wal, state: stIncoming, owner: cl, pk: pk}
 	e.pk.Connect = packets.ConnectParams{}
 	e.pk.FixedHeader.Dup = false
-	s.byID[pk.PacketID] = e
+	if s.cl == cl {
+		// byID holds the packet ids of the current client's in-flight map
+		// only: an id of a replaced client object would, once the new
+		// connection reuses it, make a new delivery look like a resend and
+		// be dropped.
+		s.byID[pk.PacketID] = e
+	}
 	s.incoming = append(s.incoming, e)
 	switch {
 	case h.replaying.Load() && wal != 0 && s.have[wal]:

@@ -195,6 +195,9 @@ func (s *session) step() (out []packets.Packet, retry bool) {
 		}
 		if e.owner != s.cl || e.owner == nil {
 			// Routed into a client object that has since been replaced.
+			if s.byID[e.id] == e {
+				delete(s.byID, e.id) // its id belongs to that old client
+			}
 			if e.drop {
 				s.popIncoming()
 				e.state = stDone
