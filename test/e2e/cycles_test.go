@@ -227,22 +227,7 @@ func (cy *cycles) connect(s *cycleSub) {
 	t := cy.t
 	t.Helper()
 	s.cli = brokertest.MustV5(t, cy.p.Addr(broker.ListenerMQTT), s.o)
-	in := s.cli.Inbox
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if m, ok := in.Try(20 * time.Millisecond); ok {
-				cy.deliver(s.path, m.Payload)
-			}
-		}
-	})
-	s.stop = func() { close(done); wg.Wait() }
+	s.stop = Read(func(m brokertest.Message) { cy.deliver(s.path, m.Payload) }, s.cli.Inbox)
 }
 
 // disconnect closes s's connection (DISCONNECT; the session stays) and
@@ -254,18 +239,12 @@ func (cy *cycles) disconnect(s *cycleSub) {
 
 // waitDown waits (bounded) for s's client to shut down, so that its
 // session state is not used by two clients at once, then stops the reader
-// after it drained what arrived.
+// (which first takes what arrived).
 func (cy *cycles) waitDown(s *cycleSub) {
 	select {
 	case <-s.cli.Done():
 	case <-time.After(10 * time.Second):
 		cy.t.Fatalf("client %s did not shut down within 10s", s.o.ID)
-	}
-	for range 100 { // bounded: the inbox holds at most what arrived
-		if s.cli.Inbox.Len() == 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	s.stop()
 }

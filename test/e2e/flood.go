@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,6 +54,14 @@ func Flood(t *testing.T, addr, topic string, publishers, n int, c *Checker) {
 // Collect records every message arriving in the inboxes as delivered to c,
 // until the returned stop function is called (it waits for the readers).
 func Collect(c *Checker, inboxes ...*brokertest.Inbox) (stop func()) {
+	return Read(func(m brokertest.Message) { c.Delivered(m.Payload) }, inboxes...)
+}
+
+// Read calls fn for every message arriving in the inboxes, one reader
+// goroutine per inbox, until the returned stop function is called. stop
+// first lets the readers take what has already arrived (bounded: at most
+// a second), then stops them and waits for them.
+func Read(fn func(brokertest.Message), inboxes ...*brokertest.Inbox) (stop func()) {
 	done := make(chan struct{})
 	var readers sync.WaitGroup
 	for _, in := range inboxes {
@@ -64,10 +73,19 @@ func Collect(c *Checker, inboxes ...*brokertest.Inbox) (stop func()) {
 				default:
 				}
 				if m, ok := in.Try(20 * time.Millisecond); ok {
-					c.Delivered(m.Payload)
+					fn(m)
 				}
 			}
 		})
 	}
-	return func() { close(done); readers.Wait() }
+	return func() {
+		for range 100 {
+			if !slices.ContainsFunc(inboxes, func(in *brokertest.Inbox) bool { return in.Len() > 0 }) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		close(done)
+		readers.Wait()
+	}
 }

@@ -415,31 +415,7 @@ func (so *soak) connectSub(s *soakSub) error {
 		return fmt.Errorf("connect %s: %w", s.o.ID, err)
 	}
 	s.cli = cli
-	in := cli.Inbox
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if m, ok := in.Try(20 * time.Millisecond); ok {
-				so.deliver(s.sink, m.Payload, m.QoS)
-			}
-		}
-	})
-	s.stop = func() {
-		for range 100 { // what already arrived is read first (bounded)
-			if in.Len() == 0 {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		close(done)
-		wg.Wait()
-	}
+	s.stop = Read(func(m brokertest.Message) { so.deliver(s.sink, m.Payload, m.QoS) }, cli.Inbox)
 	return nil
 }
 
