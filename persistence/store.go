@@ -3,6 +3,7 @@ package persistence
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -41,10 +42,11 @@ type Config struct {
 	Fsync Fsync  `yaml:"-"`
 	// ShrinkMinSize is the file size below which the store is never compacted.
 	ShrinkMinSize int64 `yaml:"shrink_min_size"`
-	// ShrinkRatio compacts the file once it is this many times larger than it
-	// was after the previous compaction.
+	// ShrinkRatio compacts the file once it is this many times larger than
+	// its live records (measured at the previous compaction, or at open).
 	ShrinkRatio float64 `yaml:"shrink_ratio"`
-	// ShrinkInterval is how often the compaction policy is checked.
+	// ShrinkInterval is how often the compaction policy is checked; it is
+	// also checked, and applied, when the store is opened.
 	ShrinkInterval time.Duration `yaml:"shrink_interval"`
 }
 
@@ -177,24 +179,21 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	path := filepath.Join(cfg.Dir, FileName)
+	// A compaction interrupted by a crash leaves its unfinished copy (ours
+	// at start-up, buntdb's from Shrink); the database file is intact.
+	for _, tmp := range []string{path + compactSuffix, path + ".tmp"} {
+		if err := os.Remove(tmp); err == nil {
+			log.Info("removed the copy of an interrupted compaction", "file", tmp)
+		}
+	}
 	var before int64 = -1
 	if fi, err := os.Stat(path); err == nil {
 		before = fi.Size()
 	}
-	db, err := openDB(path)
+	db, err := openConfigured(path)
 	if err != nil {
 		_ = lockf.Close()
-		if errors.Is(err, buntdb.ErrInvalid) {
-			return nil, fmt.Errorf("persistence: %s is corrupt (%v): refusing to start with a damaged store; move the file aside to start empty, or restore it from a backup", path, err)
-		}
-		return nil, fmt.Errorf("persistence: open %s: %w", path, err)
-	}
-	// Group commit and fsync are ours: buntdb's own syncing swallows fsync
-	// errors, and its background shrink does not fsync the new file.
-	if err := db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true}); err != nil {
-		_ = db.Close()
-		_ = lockf.Close()
-		return nil, fmt.Errorf("persistence: configure %s: %w", path, err)
+		return nil, err
 	}
 	s := &Store{
 		db:    db,
@@ -207,22 +206,137 @@ func Open(cfg Config, log *slog.Logger) (*Store, error) {
 		cur:   newBatch(),
 		next:  newBatch(),
 	}
-	if err := s.reopenSyncHandle(); err != nil {
-		_ = db.Close()
-		_ = lockf.Close()
-		return nil, err
-	}
 	size := s.fileSize()
 	if before > size {
 		s.stats.truncated.Store(before - size)
 		log.Warn("dropped an incomplete write at the end of the store (torn by a crash; it was never acknowledged)",
 			"file", path, "bytes", before-size)
 	}
-	s.lastSz.Store(size)
+	if err := s.compactAtOpen(size); err != nil {
+		if s.db == nil {
+			_ = lockf.Close()
+			return nil, err
+		}
+		log.Warn("store compaction at start-up failed; continuing with the file as it is", "file", path, "error", err)
+	}
+	if err := s.reopenSyncHandle(); err != nil {
+		_ = s.db.Close()
+		_ = lockf.Close()
+		return nil, err
+	}
 	s.wg.Add(2)
 	go s.writer()
 	go s.maintenance()
 	return s, nil
+}
+
+// openConfigured opens the database file and takes over syncing and
+// compaction from buntdb.
+func openConfigured(path string) (*buntdb.DB, error) {
+	db, err := openDB(path)
+	if err != nil {
+		if errors.Is(err, buntdb.ErrInvalid) {
+			return nil, fmt.Errorf("persistence: %s is corrupt (%v): refusing to start with a damaged store; move the file aside to start empty, or restore it from a backup", path, err)
+		}
+		return nil, fmt.Errorf("persistence: open %s: %w", path, err)
+	}
+	// Group commit and fsync are ours: buntdb's own syncing swallows fsync
+	// errors, and its background shrink does not fsync the new file.
+	if err := db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true}); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("persistence: configure %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// compactSuffix names the compacted copy written at start-up until it
+// replaces the database file.
+const compactSuffix = ".compact"
+
+// compactAtOpen applies the compaction policy to the file just loaded (size
+// bytes). The periodic check only compares the file with its size after
+// the previous compaction, which a restart forgets, and it first runs one
+// ShrinkInterval after start: a broker restarted more often than that
+// would never compact, and every restart would load more dead records.
+//
+// Nothing writes yet, so the compaction here is the safe kind, unlike
+// buntdb's Shrink (which renames a copy it never fsynced over the file): the
+// live records are written to a new file, which is fsynced, renamed over the
+// database file and the directory fsynced; a crash at any point leaves
+// either the old file or the complete new one. The database is then
+// reopened on the new file.
+//
+// It sets the baseline of the periodic check to the size of the live
+// records. On an error the store goes on with the file it loaded, unless
+// the database could not be reopened (s.db is nil then).
+func (s *Store) compactAtOpen(size int64) error {
+	var live countWriter
+	if err := s.db.Save(&live); err != nil {
+		s.lastSz.Store(size)
+		return fmt.Errorf("persistence: measure live records: %w", err)
+	}
+	s.lastSz.Store(live.n)
+	if !s.compactable(size, live.n) {
+		return nil
+	}
+	start := time.Now()
+	tmp := s.path + compactSuffix
+	if err := writeSynced(tmp, s.db.Save); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	// buntdb marks the database closed even when closing its file fails;
+	// the file is then reopened as it is.
+	swapErr := s.db.Close()
+	s.db = nil
+	if swapErr == nil {
+		swapErr = os.Rename(tmp, s.path)
+	}
+	if swapErr == nil {
+		swapErr = syncDir(filepath.Dir(s.path))
+	} else {
+		_ = os.Remove(tmp)
+	}
+	db, err := openConfigured(s.path)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	if swapErr != nil {
+		return fmt.Errorf("persistence: replace %s with its compacted copy: %w", s.path, swapErr)
+	}
+	after := s.fileSize()
+	s.lastSz.Store(after)
+	s.stats.shrinks.Add(1)
+	s.log.Info("store compacted at start-up", "file", s.path, "before", size, "after", after, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// writeSynced creates name, fills it with write and fsyncs it.
+func writeSynced(name string, write func(io.Writer) error) error {
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
+		return fmt.Errorf("persistence: create %s: %w", name, err)
+	}
+	err = write(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("persistence: write %s: %w", name, err)
+	}
+	return nil
+}
+
+// countWriter counts the bytes written to it.
+type countWriter struct{ n int64 }
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	w.n += int64(len(p))
+	return len(p), nil
 }
 
 // openDB is buntdb.Open, except that a panic while loading a damaged file
@@ -463,8 +577,14 @@ func (s *Store) maintenance() {
 }
 
 func (s *Store) shouldShrink() bool {
-	size := s.fileSize()
-	return size > s.cfg.ShrinkMinSize && float64(size) > float64(s.lastSz.Load())*s.cfg.ShrinkRatio
+	return s.compactable(s.fileSize(), s.lastSz.Load())
+}
+
+// compactable is the compaction policy: the file is over ShrinkMinSize and
+// more than ShrinkRatio times the size compaction would leave (measured at
+// the previous compaction, or at open).
+func (s *Store) compactable(size, compacted int64) bool {
+	return size > s.cfg.ShrinkMinSize && float64(size) > float64(compacted)*s.cfg.ShrinkRatio
 }
 
 // Shrink compacts the database file (rewrites only live records), then

@@ -836,3 +836,127 @@ func TestDelIfDeletesOnlyTheExpectedValue(t *testing.T) {
 		t.Errorf("c = %q, want new", got)
 	}
 }
+
+// A store reopened with mostly dead records compacts at once, without
+// waiting for a ShrinkInterval: a broker restarted more often than that
+// would otherwise never compact.
+func TestOpenCompactsDeadRecords(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{ShrinkMinSize: 4 << 10, ShrinkRatio: 2, ShrinkInterval: time.Hour}
+	s := openTestStore(t, dir, cfg)
+	val := strings.Repeat("v", 200)
+	for i := range 200 {
+		mustWait(t, s.Write(Set("hot", fmt.Sprint(i)+val), Set(fmt.Sprintf("gone%d", i), val)))
+		mustWait(t, s.Write(Del(fmt.Sprintf("gone%d", i))))
+	}
+	mustWait(t, s.Write(Set("keep", "1")))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, FileName)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grown := fi.Size()
+
+	var logBuf bytes.Buffer
+	cfg.Dir = dir
+	s2, err := Open(cfg, slog.New(slog.NewTextHandler(&logBuf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s2.Close() })
+	st := s2.Stats()
+	if st.Shrinks != 1 {
+		t.Fatalf("Shrinks = %d after reopening a %d-byte file of mostly dead records, want 1", st.Shrinks, grown)
+	}
+	if st.FileSize >= grown/10 {
+		t.Errorf("file %d bytes after compaction at open, was %d", st.FileSize, grown)
+	}
+	if s2.lastSz.Load() != st.FileSize {
+		t.Errorf("baseline %d, want the compacted size %d", s2.lastSz.Load(), st.FileSize)
+	}
+	if !strings.Contains(logBuf.String(), "compacted at start-up") {
+		t.Errorf("compaction not logged: %q", logBuf.String())
+	}
+	if _, err := os.Stat(path + compactSuffix); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("compacted copy left behind: %v", err)
+	}
+	if got := mustGet(t, s2, "hot"); got != "199"+val {
+		t.Errorf("hot = %.10q..., want the last value", got)
+	}
+	mustGet(t, s2, "keep")
+	mustMissing(t, s2, "gone7")
+	// Writes go to the compacted file, are fsynced there, and survive.
+	syncs := st.Syncs
+	mustWait(t, s2.Write(Set("post", "1")))
+	if s2.Stats().Syncs <= syncs {
+		t.Error("a write after the compaction was not fsynced")
+	}
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3 := openTestStore(t, dir, cfg)
+	if st := s3.Stats(); st.Keys != 3 || st.Shrinks != 0 {
+		t.Errorf("second reopen: %d keys and %d compactions, want 3 (hot, keep, post) and 0", st.Keys, st.Shrinks)
+	}
+	mustGet(t, s3, "post")
+}
+
+// A store whose records are live is not compacted at open, and the
+// periodic check measures growth from its live size.
+func TestOpenKeepsLiveFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{ShrinkMinSize: 1, ShrinkRatio: 2, ShrinkInterval: time.Hour}
+	s := openTestStore(t, dir, cfg)
+	for i := range 100 {
+		mustWait(t, s.Write(Set(fmt.Sprintf("k%03d", i), strings.Repeat("x", 100))))
+	}
+	// One overwrite of every key: the file is about twice its live size,
+	// not more.
+	for i := range 80 {
+		mustWait(t, s.Write(Set(fmt.Sprintf("k%03d", i), strings.Repeat("y", 100))))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openTestStore(t, dir, cfg)
+	st := s2.Stats()
+	if st.Shrinks != 0 {
+		t.Errorf("Shrinks = %d for a file less than ratio times its live records", st.Shrinks)
+	}
+	if live := s2.lastSz.Load(); live <= 0 || live >= st.FileSize || float64(st.FileSize) > 2*float64(live) {
+		t.Errorf("baseline %d for a %d-byte file, want its live size (over half the file)", live, st.FileSize)
+	}
+	if st.Keys != 100 {
+		t.Errorf("keys = %d, want 100", st.Keys)
+	}
+}
+
+// The unfinished copy of a compaction interrupted by a crash is removed;
+// the database file is what counts.
+func TestOpenRemovesInterruptedCompaction(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir, Config{})
+	mustWait(t, s.Write(Set("a", "1")))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, FileName)
+	for _, tmp := range []string{path + compactSuffix, path + ".tmp"} {
+		if err := os.WriteFile(tmp, []byte("*3\r\n$3\r\nset\r\n$1\r\nb\r\n$1\r\n2\r\n*3\r\n$3\r\nse"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2 := openTestStore(t, dir, Config{})
+	if got := mustGet(t, s2, "a"); got != "1" {
+		t.Errorf("a = %q, want 1", got)
+	}
+	mustMissing(t, s2, "b")
+	for _, tmp := range []string{path + compactSuffix, path + ".tmp"} {
+		if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still there: %v", filepath.Base(tmp), err)
+		}
+	}
+}
