@@ -77,7 +77,8 @@ type Counters struct {
 // WAL record's delete to be durable, so a replay never redelivers a message
 // a subscriber already acknowledged (QoS 2 stays exactly once).
 //
-// Lock order: Hook.mu → session.mu → Hook.walMu; Store locks are leaves.
+// Lock order: session.mu → Hook.walMu; Hook.sessMu and the Store's locks
+// are leaves.
 type Hook struct {
 	mqtt.HookBase
 	store  *Store
@@ -88,8 +89,12 @@ type Hook struct {
 	stopping atomic.Bool
 	wg       sync.WaitGroup
 
-	mu         sync.RWMutex
-	sessions   map[string]*session
+	// sessions maps a client id to its *session. It is read on every
+	// packet (acknowledgements, deliveries, publishes), by every connection
+	// at once: a sync.Map reads without a shared lock. sessMu makes
+	// creating and removing a session atomic with the check before it.
+	sessMu     sync.Mutex
+	sessions   sync.Map
 	persistent atomic.Int64 // persistent sessions (durable destinations may exist)
 
 	walMu sync.Mutex
@@ -136,11 +141,10 @@ func NewHook(store *Store, server *mqtt.Server, opts Options) *Hook {
 		opts.MaxQueued = 10000
 	}
 	return &Hook{
-		store:    store,
-		server:   server,
-		opts:     opts,
-		sessions: map[string]*session{},
-		wal:      map[uint64]*walEntry{},
+		store:  store,
+		server: server,
+		opts:   opts,
+		wal:    map[uint64]*walEntry{},
 	}
 }
 
@@ -173,16 +177,14 @@ func (h *Hook) Provides(b byte) bool {
 // Stop stops the pumps. The store is closed by its owner.
 func (h *Hook) Stop() error {
 	h.stopping.Store(true)
-	h.mu.RLock()
-	for _, s := range h.sessions {
+	h.eachSession(func(s *session) {
 		s.mu.Lock()
 		if s.retry != nil {
 			s.retry.Stop()
 			s.retry = nil
 		}
 		s.mu.Unlock()
-	}
-	h.mu.RUnlock()
+	})
 	h.wg.Wait()
 	return nil
 }
@@ -217,32 +219,52 @@ func tagID(pk *packets.Packet) uint64 {
 
 // --- sessions ----------------------------------------------------------------
 
+// session returns the session of client id, or nil.
 func (h *Hook) session(id string) *session {
-	h.mu.RLock()
-	s := h.sessions[id]
-	h.mu.RUnlock()
-	return s
+	if v, ok := h.sessions.Load(id); ok {
+		return v.(*session)
+	}
+	return nil
 }
 
+// sessionFor returns cl's session, creating it (bound to cl) if there is
+// none.
 func (h *Hook) sessionFor(cl *mqtt.Client) *session {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	s := h.sessions[cl.ID]
-	if s == nil {
-		s = newSession(h, cl.ID)
-		s.cl = cl
-		s.window = h.opts.MaxInflight
-		h.sessions[cl.ID] = s
+	if s := h.session(cl.ID); s != nil {
+		return s
 	}
+	h.sessMu.Lock()
+	defer h.sessMu.Unlock()
+	if s := h.session(cl.ID); s != nil {
+		return s
+	}
+	s := newSession(h, cl.ID)
+	s.cl = cl
+	s.window = h.opts.MaxInflight
+	h.sessions.Store(cl.ID, s)
 	return s
 }
 
+// addSession makes s the session of its client id (Restore).
+func (h *Hook) addSession(s *session) {
+	h.sessMu.Lock()
+	h.sessions.Store(s.id, s)
+	h.sessMu.Unlock()
+}
+
+// removeSession forgets s unless another session has taken its id.
 func (h *Hook) removeSession(s *session) {
-	h.mu.Lock()
-	if h.sessions[s.id] == s {
-		delete(h.sessions, s.id)
-	}
-	h.mu.Unlock()
+	h.sessMu.Lock()
+	h.sessions.CompareAndDelete(s.id, s)
+	h.sessMu.Unlock()
+}
+
+// eachSession calls fn for every session.
+func (h *Hook) eachSession(fn func(*session)) {
+	h.sessions.Range(func(_, v any) bool {
+		fn(v.(*session))
+		return true
+	})
 }
 
 // isPersistent reports whether cl's session outlives its connection.
@@ -274,10 +296,10 @@ func (h *Hook) windowOf(cl *mqtt.Client) int {
 
 // setPersistent updates the persistent flag and the count. s.mu must be held.
 func (h *Hook) setPersistent(s *session, p bool) {
-	if s.persistent == p {
+	if s.persistent.Load() == p {
 		return
 	}
-	s.persistent = p
+	s.persistent.Store(p)
 	if p {
 		h.persistent.Add(1)
 	} else {
@@ -298,7 +320,7 @@ type sessionRecord struct {
 }
 
 func (h *Hook) saveSession(s *session, disconnected int64) {
-	if !s.persistent {
+	if !s.persistent.Load() {
 		return
 	}
 	rec := sessionRecord{
@@ -410,9 +432,9 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	s.proto = cl.Properties.ProtocolVersion
 	s.clean = cl.Properties.Clean
 	s.expiry = h.expiryOf(cl)
-	wasPersistent := s.persistent
+	wasPersistent := s.persistent.Load()
 	h.setPersistent(s, h.isPersistent(cl))
-	if wasPersistent && !s.persistent {
+	if wasPersistent && !s.persistent.Load() {
 		// A resumed persistent session reconnects with expiry 0: it ends
 		// with this connection, so its records go now.
 		h.deleteSessionRecords(s.id)
@@ -442,7 +464,7 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	s.connected = true
 	s.lastDone = time.Now() // the stall clock starts with the connection
 	s.window = h.windowOf(cl)
-	if s.persistent {
+	if s.persistent.Load() {
 		h.saveSession(s, 0)
 	} else {
 		h.store.Write(Del(sessionKey(s.id)))
@@ -615,16 +637,14 @@ func (h *Hook) durableDestination(topic string) bool {
 		return false
 	}
 	subs := h.server.Topics.Subscribers(topic)
-	h.mu.RLock()
-	defer h.mu.RUnlock()
 	for id := range subs.Subscriptions {
-		if s := h.sessions[id]; s != nil && s.persistent {
+		if s := h.session(id); s != nil && s.persistent.Load() {
 			return true
 		}
 	}
 	for _, group := range subs.Shared {
 		for id := range group {
-			if s := h.sessions[id]; s != nil && s.persistent {
+			if s := h.session(id); s != nil && s.persistent.Load() {
 				return true
 			}
 		}
@@ -962,7 +982,7 @@ func (h *Hook) inboundDone(cl *mqtt.Client, id uint16) {
 	}
 	wal, ok := s.inbound[id]
 	delete(s.inbound, id)
-	if s.persistent && ok && wal != 0 {
+	if s.persistent.Load() && ok && wal != 0 {
 		h.deleteAfterWAL(wal, Del(inboundKey(s.id, id, wal)))
 	}
 }

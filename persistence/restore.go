@@ -83,9 +83,7 @@ func (h *Hook) Restore() (RestoreStats, error) {
 		s.window = h.opts.MaxInflight
 		s.have = map[uint64]bool{}
 		h.setPersistent(s, true)
-		h.mu.Lock()
-		h.sessions[rec.ID] = s
-		h.mu.Unlock()
+		h.addSession(s)
 		st.Sessions++
 		return true
 	})
@@ -327,13 +325,11 @@ func (h *Hook) Restore() (RestoreStats, error) {
 		h.replaying.Store(false)
 		h.replayOrigin = nil
 	}
-	h.mu.RLock()
-	for _, s := range h.sessions {
+	h.eachSession(func(s *session) {
 		s.mu.Lock()
 		s.have = nil
 		s.mu.Unlock()
-	}
-	h.mu.RUnlock()
+	})
 	// Tombstones guard retained topics against older replays; once replays
 	// are durably retired they can go.
 	if err := h.store.Flush(); err != nil {

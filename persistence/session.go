@@ -66,11 +66,11 @@ type session struct {
 	id string
 	h  *Hook
 
-	// Guarded by h.mu for the map, by mu for the rest.
-	mu          sync.Mutex
+	mu         sync.Mutex
+	persistent atomic.Bool // written with mu held (setPersistent), read without it by durableDestination
+	// Guarded by mu.
 	cl          *mqtt.Client
 	connected   bool
-	persistent  bool
 	window      int
 	incoming    []*entry
 	pending     []*entry
@@ -329,7 +329,7 @@ func (s *session) markSent(e *entry) {
 // save writes e's queue record for persistent sessions and returns the
 // batch that makes it durable (nil for other sessions).
 func (s *session) save(e *entry, st byte) *Batch {
-	if !s.persistent || e.tracker != nil {
+	if !s.persistent.Load() || e.tracker != nil {
 		return nil
 	}
 	rec := record{WAL: e.wal, Seq: e.seq, State: st, PacketID: e.id, Packet: e.pk}
@@ -355,7 +355,7 @@ func (s *session) finish(e *entry) {
 			delete(s.byID, e.id)
 		}
 	}
-	if s.persistent && e.tracker == nil {
+	if s.persistent.Load() && e.tracker == nil {
 		s.h.deleteAfterWAL(e.wal, Del(queueKey(s.id, e.seq)))
 	}
 }
@@ -467,7 +467,7 @@ func (s *session) dropAll() {
 	s.outstanding = map[uint16]*entry{}
 	s.byID = map[uint16]*entry{}
 	for id, wal := range s.inbound {
-		if s.persistent && wal != 0 {
+		if s.persistent.Load() && wal != 0 {
 			s.h.deleteAfterWAL(wal, Del(inboundKey(s.id, id, wal)))
 		}
 	}

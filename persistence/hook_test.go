@@ -1,0 +1,251 @@
+package persistence
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Session engine tests drive the hook through mochi's own routing (an
+// in-process server, not serving: the inline client publishes) to clients
+// whose connection is one end of a net.Pipe; the test reads the other end.
+
+type hookHarness struct {
+	t   testing.TB
+	srv *mqtt.Server
+	h   *Hook
+}
+
+func newHookHarness(t testing.TB, opts Options) *hookHarness {
+	t.Helper()
+	store, err := Open(Config{Dir: t.TempDir(), Fsync: FsyncEverySecond}, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: discard})
+	srv.Options.Capabilities.MaximumInflight = 65535 // as broker.New: sessions bound themselves
+	h := NewHook(store, srv, opts)
+	if err := srv.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = h.Stop()
+		_ = store.Close()
+	})
+	return &hookHarness{t: t, srv: srv, h: h}
+}
+
+// testClient is the far end of a client's connection.
+type testClient struct {
+	cl   *mqtt.Client
+	conn net.Conn // the test's end
+	pubs chan packets.Packet
+}
+
+// connect attaches a client with clean start (MQTT 5, session expiry 0
+// unless persistent) the way mochi's attachClient does, and subscribes it
+// to filter at qos when filter is not empty.
+func (hh *hookHarness) connect(id string, persistent bool, filter string, qos byte) *testClient {
+	hh.t.Helper()
+	server, client := net.Pipe()
+	cl := hh.srv.NewClient(server, "test", id, false)
+	cl.Properties.ProtocolVersion = 5
+	cl.Properties.Props.ReceiveMaximum = 65535
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5}
+	connect.Connect.Clean = !persistent
+	if persistent {
+		cl.Properties.Props.SessionExpiryInterval = 3600
+	}
+	tc := &testClient{cl: cl, conn: client, pubs: make(chan packets.Packet, 1024)}
+	go tc.read()
+	hh.h.OnSessionEstablish(cl, connect)
+	hh.srv.Clients.Add(cl)
+	hh.h.OnSessionEstablished(cl, connect)
+	if filter != "" {
+		sub := packets.Subscription{Filter: filter, Qos: qos}
+		hh.srv.Topics.Subscribe(id, sub)
+		cl.State.Subscriptions.Add(filter, sub)
+	}
+	hh.t.Cleanup(func() {
+		cl.Stop(nil)
+		_ = client.Close()
+		_ = server.Close()
+	})
+	return tc
+}
+
+// read decodes what the broker writes and keeps the PUBLISH packets.
+func (tc *testClient) read() {
+	defer close(tc.pubs)
+	r := bufio.NewReader(tc.conn)
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			return
+		}
+		var fh packets.FixedHeader
+		if err := fh.Decode(b); err != nil {
+			return
+		}
+		n, _, err := packets.DecodeLength(r)
+		if err != nil {
+			return
+		}
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return
+		}
+		if fh.Type != packets.Publish {
+			continue
+		}
+		pk := packets.Packet{FixedHeader: fh, ProtocolVersion: 5}
+		if err := pk.PublishDecode(buf); err != nil {
+			return
+		}
+		tc.pubs <- pk
+	}
+}
+
+// next returns the next PUBLISH the client received.
+func (tc *testClient) next(t testing.TB) packets.Packet {
+	t.Helper()
+	select {
+	case pk, ok := <-tc.pubs:
+		if !ok {
+			t.Fatal("connection closed")
+		}
+		return pk
+	case <-time.After(10 * time.Second):
+		t.Fatal("no PUBLISH within 10s")
+	}
+	return packets.Packet{}
+}
+
+// none checks that nothing more arrives for a while.
+func (tc *testClient) none(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case pk := <-tc.pubs:
+		t.Fatalf("unexpected PUBLISH %q id %d", pk.Payload, pk.PacketID)
+	case <-time.After(d):
+	}
+}
+
+// ack sends the client's acknowledgement of a QoS 1 delivery through the
+// hook and mochi, as mochi's read loop would.
+func (hh *hookHarness) ack(tc *testClient, id uint16) {
+	hh.t.Helper()
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id, ProtocolVersion: 5}
+	pk, err := hh.h.OnPacketRead(tc.cl, pk)
+	if err != nil {
+		hh.t.Fatal(err)
+	}
+	if err := hh.srv.InjectPacket(tc.cl, pk); err != nil {
+		hh.t.Fatalf("PUBACK %d: %v", id, err)
+	}
+	hh.h.OnPacketProcessed(tc.cl, pk, nil)
+}
+
+func (hh *hookHarness) publish(topic, payload string, qos byte) {
+	hh.t.Helper()
+	if err := hh.srv.Publish(topic, []byte(payload), false, qos); err != nil {
+		hh.t.Fatalf("publish %s: %v", payload, err)
+	}
+}
+
+// BenchmarkSessionLookup measures the hook's per-packet session lookups
+// from many connections at once: the lookup alone, the acknowledgement
+// path (OnPacketRead
+// with a PUBACK for an id the session does not hold: lookup, session lock,
+// map miss) and the delivery path's lookup (sessionFor, as OnQosPublish
+// does for every QoS 1/2 delivery).
+//
+//	go test -run xxx -bench SessionLookup -cpu 1,2 ./persistence/
+func BenchmarkSessionLookup(b *testing.B) {
+	hh := newHookHarness(b, Options{})
+	const n = 256
+	clients := make([]*mqtt.Client, n)
+	for i := range clients {
+		clients[i] = hh.connect(fmt.Sprintf("c%03d", i), false, "", 0).cl
+	}
+	var next sync.Mutex
+	start := 0
+	worker := func() int {
+		next.Lock()
+		defer next.Unlock()
+		start += 17
+		return start
+	}
+	b.Run("lookup", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := worker()
+			for pb.Next() {
+				i++
+				_ = hh.h.session(clients[i%n].ID)
+			}
+		})
+	})
+	b.Run("ack", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := worker()
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: 1}
+			for pb.Next() {
+				i++
+				_, _ = hh.h.OnPacketRead(clients[i%n], pk)
+			}
+		})
+	})
+	b.Run("deliver", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := worker()
+			for pb.Next() {
+				i++
+				_ = hh.h.sessionFor(clients[i%n])
+			}
+		})
+	})
+}
+
+// durableDestination runs on every publish, without the session locks,
+// while sessions connect and change their expiry: run with -race.
+func TestDurableDestinationWhileSessionsChange(t *testing.T) {
+	hh := newHookHarness(t, Options{})
+	hh.connect("sub", true, "t/#", 1)
+	s := hh.h.session("sub")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			s.mu.Lock()
+			hh.h.setPersistent(s, i%2 == 0)
+			s.mu.Unlock()
+		}
+	}()
+	for {
+		hh.h.durableDestination("t/x")
+		select {
+		case <-done:
+			s.mu.Lock()
+			hh.h.setPersistent(s, true)
+			s.mu.Unlock()
+			if !hh.h.durableDestination("t/x") {
+				t.Error("a persistent subscriber is not a durable destination")
+			}
+			if hh.h.durableDestination("u") {
+				t.Error("a topic nobody subscribes to is a durable destination")
+			}
+			return
+		default:
+		}
+	}
+}
