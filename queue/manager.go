@@ -26,7 +26,6 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 
-	topics "github.com/motemq/mote/internal/topic"
 	"github.com/motemq/mote/persistence"
 )
 
@@ -55,6 +54,7 @@ type Manager struct {
 	defs    Settings
 	log     *slog.Logger
 	inline  *mqtt.Client
+	routes  routes // which queues a publish goes to (routes.go)
 
 	mu        sync.Mutex
 	queues    map[string]*queue
@@ -121,6 +121,7 @@ func (mg *Manager) Restore() error {
 			return err
 		}
 		q.declared = true
+		mg.routes.declare(q.group, q.set.Filter) // q.set: the first entry naming the group
 	}
 	var metas []queueMeta
 	err := mg.store.Scan(metaPrefix, func(_, v string) bool {
@@ -142,6 +143,7 @@ func (mg *Manager) Restore() error {
 	for _, cl := range mg.server.Clients.GetAll() {
 		for filter, sub := range cl.State.Subscriptions.GetAll() {
 			if group, f, ok := memberOf(filter); ok {
+				mg.routes.add(group, f, cl.ID)
 				q, err := mg.open(group)
 				if err != nil {
 					return err
@@ -280,23 +282,7 @@ func (mg *Manager) deleteQueue(group string, q *queue) {
 func (mg *Manager) publish(pk packets.Packet) { mg.outbox = append(mg.outbox, pk) }
 
 // groupsFor returns the queues a message on topic goes to.
-func (mg *Manager) groupsFor(topic string) []string {
-	var groups []string
-	for key := range mg.server.Topics.Subscribers(topic).Shared {
-		// matches applies [MQTT-4.7.2-1]: $share/g/# gets no $SYS topics.
-		if g, f, ok := memberOf(key); ok && topics.Match(f, topic) && !slices.Contains(groups, g) {
-			groups = append(groups, g)
-		}
-	}
-	mg.mu.Lock()
-	for g, q := range mg.queues {
-		if q.declared && topics.Match(q.set.Filter, topic) && !slices.Contains(groups, g) {
-			groups = append(groups, g)
-		}
-	}
-	mg.mu.Unlock()
-	return groups
-}
+func (mg *Manager) groupsFor(topic string) []string { return mg.routes.match(topic) }
 
 // OnPublish appends the message to every matching queue; for QoS 1/2 the
 // publisher's acknowledgement waits for the append (persistence.WaitFor).
@@ -365,6 +351,9 @@ func (mg *Manager) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte
 		if !ok {
 			continue
 		}
+		// Indexed even if the queue cannot open: mochi holds the
+		// subscription, and OnPublish tries (and reports) again.
+		mg.routes.add(group, f, cl.ID)
 		q, err := mg.open(group)
 		if err != nil {
 			mg.log.Error("queue: cannot open", "group", group, "error", err)
@@ -377,7 +366,9 @@ func (mg *Manager) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte
 }
 
 // OnUnsubscribed removes memberships; a queue left without members expires
-// after queue_expiry (declared queues stay).
+// after queue_expiry (declared queues stay). mochi runs it for UNSUBSCRIBE
+// and from UnsubscribeClient: a session that ends at disconnect, and an
+// expired one (the guard hook).
 func (mg *Manager) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	mg.mu.Lock()
 	defer mg.mu.Unlock()
@@ -386,6 +377,7 @@ func (mg *Manager) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 		if !ok {
 			continue
 		}
+		mg.routes.remove(group, f, cl.ID)
 		q := mg.queues[group]
 		if q == nil {
 			continue
