@@ -854,8 +854,33 @@ func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, rese
 	s := h.sessionFor(cl)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.byID[pk.PacketID]; e != nil && e.owner == cl && e.state != stIncoming {
-		return // mochi resending what we put in flight on resume
+	// mochi resending what is in cl's in-flight map (after CONNACK on
+	// resume: ResendInflightMessages sets DUP; a new delivery never has it,
+	// Packet.Copy clears it [MQTT-3.3.1-3]). Anything else is a new
+	// delivery, even if the index still holds its packet id for an older
+	// entry: taking it for a resend would drop it.
+	if e := s.byID[pk.PacketID]; e != nil && pk.FixedHeader.Dup && e.id == pk.PacketID && e.owner == cl {
+		if e.state == stIncoming && !e.drop {
+			// Routed into cl after the session was taken over and before
+			// the resend: mochi writes it now, with this id, so it is sent
+			// (the pump must not send it again), and no longer pending in
+			// mochi's map.
+			p := e.pk
+			p.PacketID = e.id
+			cl.State.Inflight.Set(p)
+			s.markSent(e)
+			if b := s.sendAfter; b != nil && e.pk.FixedHeader.Qos == 2 {
+				// As the pump does: a QoS 2 packet id is on disk before the
+				// receiver sees it.
+				s.mu.Unlock()
+				err := b.Wait()
+				s.mu.Lock()
+				if err != nil {
+					h.Log.Error("session state not stored", "client", s.id, "error", err)
+				}
+			}
+		}
+		return
 	}
 	if s.cl != cl {
 		// A delivery into a client object that is being replaced: it still

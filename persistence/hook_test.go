@@ -10,6 +10,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -31,6 +32,10 @@ func newHookHarness(t testing.TB, opts Options) *hookHarness {
 	}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: discard})
 	srv.Options.Capabilities.MaximumInflight = 65535 // as broker.New: sessions bound themselves
+	// mochi refuses every publish and subscription without an ACL hook.
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
 	h := NewHook(store, srv, opts)
 	if err := srv.AddHook(h, nil); err != nil {
 		t.Fatal(err)
@@ -73,6 +78,49 @@ func (hh *hookHarness) connect(id string, persistent bool, filter string, qos by
 		hh.srv.Topics.Subscribe(id, sub)
 		cl.State.Subscriptions.Add(filter, sub)
 	}
+	hh.t.Cleanup(func() {
+		cl.Stop(nil)
+		_ = client.Close()
+		_ = server.Close()
+	})
+	return tc
+}
+
+// resume connects a new client object for the persistent session id with
+// clean start false, as mochi's attachClient and inheritClientSession do
+// when a client comes back (taking over the old connection if it is still
+// open): the session's in-flight messages are resent with DUP.
+// beforeResend, if not nil, runs once the new client is registered and
+// before mochi resends.
+func (hh *hookHarness) resume(id string, beforeResend func()) *testClient {
+	hh.t.Helper()
+	existing, ok := hh.srv.Clients.Get(id)
+	if !ok {
+		hh.t.Fatalf("no client %s to resume", id)
+	}
+	server, client := net.Pipe()
+	cl := hh.srv.NewClient(server, "test", id, false)
+	cl.Properties.ProtocolVersion = 5
+	cl.Properties.Props.ReceiveMaximum = 65535
+	cl.Properties.Props.SessionExpiryInterval = 3600
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5}
+	tc := &testClient{cl: cl, conn: client, pubs: make(chan packets.Packet, 1024)}
+	go tc.read()
+	hh.h.OnSessionEstablish(cl, connect)
+	existing.Stop(packets.ErrSessionTakenOver)
+	existing.State.Inflight = mqtt.NewInflights() // the hook took what was in flight
+	for _, sub := range existing.State.Subscriptions.GetAll() {
+		hh.srv.Topics.Subscribe(id, sub)
+		cl.State.Subscriptions.Add(sub.Filter, sub)
+	}
+	hh.srv.Clients.Add(cl)
+	if beforeResend != nil {
+		beforeResend()
+	}
+	if err := cl.ResendInflightMessages(true); err != nil {
+		hh.t.Fatalf("resend: %v", err)
+	}
+	hh.h.OnSessionEstablished(cl, connect)
 	hh.t.Cleanup(func() {
 		cl.Stop(nil)
 		_ = client.Close()
@@ -247,5 +295,120 @@ func TestDurableDestinationWhileSessionsChange(t *testing.T) {
 			return
 		default:
 		}
+	}
+}
+
+// A new delivery whose packet id the session's index still holds for an
+// earlier delivery (an id of a replaced client object kept it there until
+// 57c02ce) is a new message: only mochi's resend of what is in flight
+// (DUP set, same id) is not.
+func TestNewDeliveryReusingAPacketIDIsNotAResend(t *testing.T) {
+	hh := newHookHarness(t, Options{})
+	tc := hh.connect("sub", true, "t/#", 1)
+	hh.publish("t/1", "one", 1)
+	first := tc.next(t)
+	if string(first.Payload) != "one" || first.FixedHeader.Dup {
+		t.Fatalf("got %q dup=%v, want one without DUP", first.Payload, first.FixedHeader.Dup)
+	}
+	hh.ack(tc, first.PacketID)
+
+	// The id mochi gives the next delivery: NextPacketID counts up from the
+	// last one it handed out.
+	last, err := tc.cl.NextPacketID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reused := uint16(last + 1)
+	s := hh.h.session("sub")
+	s.mu.Lock()
+	stale := &entry{seq: hh.h.next(), id: reused, state: stSent, owner: tc.cl}
+	stale.pk.FixedHeader = packets.FixedHeader{Type: packets.Publish, Qos: 1}
+	s.byID[reused] = stale // not in flight: mochi hands the id out again
+	s.mu.Unlock()
+
+	hh.publish("t/2", "two", 1)
+	second := tc.next(t)
+	if string(second.Payload) != "two" {
+		t.Fatalf("got %q, want two", second.Payload)
+	}
+	if second.FixedHeader.Dup {
+		t.Error("a new delivery was sent with DUP")
+	}
+	hh.ack(tc, second.PacketID)
+	hh.publish("t/3", "three", 1)
+	if third := tc.next(t); string(third.Payload) != "three" {
+		t.Fatalf("got %q, want three", third.Payload)
+	}
+}
+
+// On resume mochi resends what the hook put in flight (DUP, original id):
+// that is the same delivery, not a new one to send again.
+func TestResendOnResumeIsNotANewDelivery(t *testing.T) {
+	hh := newHookHarness(t, Options{})
+	tc := hh.connect("sub", true, "t/#", 1)
+	hh.publish("t/1", "one", 1)
+	first := tc.next(t)
+
+	tc2 := hh.resume("sub", nil)
+	again := tc2.next(t)
+	if string(again.Payload) != "one" || again.PacketID != first.PacketID || !again.FixedHeader.Dup {
+		t.Fatalf("resent %q id %d dup=%v, want one id %d with DUP", again.Payload, again.PacketID, again.FixedHeader.Dup, first.PacketID)
+	}
+	tc2.none(t, 200*time.Millisecond)
+	hh.ack(tc2, again.PacketID)
+	s := hh.h.session("sub")
+	s.mu.Lock()
+	queued := s.queued()
+	s.mu.Unlock()
+	if queued != 0 {
+		t.Errorf("%d messages still queued after the acknowledgement", queued)
+	}
+	hh.publish("t/2", "two", 1)
+	if next := tc2.next(t); string(next.Payload) != "two" || next.FixedHeader.Dup {
+		t.Fatalf("got %q dup=%v, want two without DUP", next.Payload, next.FixedHeader.Dup)
+	}
+	tc2.none(t, 200*time.Millisecond)
+}
+
+// A delivery routed into the new client object between the takeover and
+// mochi's resend is in mochi's in-flight map (pending) and so resent with
+// DUP: that write is its delivery, and the pump must not send it again.
+func TestDeliveryRoutedBeforeResendIsSentOnce(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
+			hh := newHookHarness(t, Options{})
+			tc := hh.connect("sub", true, "t/#", qos)
+			hh.publish("t/1", "one", qos)
+			tc.next(t)
+
+			tc2 := hh.resume("sub", func() {
+				hh.h.stopping.Store(true) // hold the pump: the delivery stays as mochi routed it
+				hh.publish("t/2", "two", qos)
+			})
+			hh.h.stopping.Store(false)
+			s := hh.h.session("sub")
+			s.kick()
+			got := map[string]uint16{}
+			for range 2 {
+				pk := tc2.next(t)
+				if !pk.FixedHeader.Dup {
+					t.Errorf("%q id %d sent without DUP: sent again by the pump", pk.Payload, pk.PacketID)
+				}
+				got[string(pk.Payload)] = pk.PacketID
+			}
+			if _, ok := got["two"]; !ok || len(got) != 2 {
+				t.Fatalf("resent %v, want one and two", got)
+			}
+			tc2.none(t, 200*time.Millisecond)
+			s.mu.Lock()
+			e := s.outstanding[got["two"]]
+			s.mu.Unlock()
+			if e == nil || string(e.pk.Payload) != "two" {
+				t.Fatalf("two (id %d) is not outstanding: its acknowledgement would be lost", got["two"])
+			}
+			if p, ok := tc2.cl.State.Inflight.Get(got["two"]); !ok || p.Expiry < 0 {
+				t.Errorf("two is still pending in mochi's in-flight map (%v %d)", ok, p.Expiry)
+			}
+		})
 	}
 }

@@ -221,6 +221,16 @@ func (s *session) step() (out []packets.Packet, retry bool) {
 			s.toPending(e)
 		case got.Expiry == -1 && got.FixedHeader.Type == packets.Publish:
 			// mochi queued it as pending: ours to send.
+			if !s.connected && !e.owner.Closed() {
+				// Routed into a connection being established. When its
+				// session is present, mochi resends whatever is in its
+				// in-flight map after CONNACK, from a copy taken before:
+				// taking the message out of the map now could not stop
+				// that write, and the message would go out twice.
+				// OnQosPublish takes mochi's resend as the delivery;
+				// OnSessionEstablished kicks the pump for the rest.
+				goto send
+			}
 			if e.drop {
 				s.popIncoming()
 				e.owner.State.Inflight.Delete(e.id)
