@@ -412,3 +412,47 @@ func TestDeliveryRoutedBeforeResendIsSentOnce(t *testing.T) {
 		})
 	}
 }
+
+// A delivery mochi meant to write itself (its send quota was briefly above
+// zero) into a connection that then closed is never written: the pump does
+// not poll for it (it used to, every 50 µs, until the session resumed or
+// ended); the session's next connection takes it over.
+func TestPumpDoesNotPollForAClosedConnection(t *testing.T) {
+	hh := newHookHarness(t, Options{})
+	tc := hh.connect("sub", true, "t/#", 1)
+	s := hh.h.session("sub")
+	tc.cl.Stop(packets.ErrServerShuttingDown)
+	id, err := tc.cl.NextPacketID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &entry{seq: hh.h.next(), id: uint16(id), state: stIncoming, owner: tc.cl}
+	e.pk = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "t/1", Payload: []byte("one"), PacketID: e.id}
+	tc.cl.State.Inflight.Set(e.pk) // in flight, not pending (Expiry 0): mochi's own write
+	s.mu.Lock()
+	s.byID[e.id] = e
+	s.incoming = append(s.incoming, e)
+	s.kickLocked()
+	s.mu.Unlock()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for quiet := 0; quiet < 20; {
+		s.mu.Lock()
+		busy := s.running || s.retry != nil
+		s.mu.Unlock()
+		if busy {
+			quiet = 0
+		} else {
+			quiet++
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pump keeps polling for a delivery a closed connection will never write")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	tc2 := hh.resume("sub", nil)
+	if pk := tc2.next(t); string(pk.Payload) != "one" {
+		t.Fatalf("got %q, want one", pk.Payload)
+	}
+}
