@@ -130,10 +130,9 @@ func (r Rule) validate() error {
 	return nil
 }
 
-// compiledRule is a validated Rule with its topic pre-split.
+// compiledRule is a validated Rule with what its checks need to know.
 type compiledRule struct {
 	Rule
-	levels     []string
 	hasU, hasC bool // topic contains %u / %c
 	share      bool // a $share group rule
 }
@@ -156,11 +155,10 @@ func NewACL(rules []Rule) (*ACL, error) {
 			return nil, fmt.Errorf("acl rule %d: %w", i+1, err)
 		}
 		cr := compiledRule{
-			Rule:   r,
-			levels: splitLevels(r.Topic),
-			hasU:   strings.Contains(r.Topic, "%u"),
-			hasC:   strings.Contains(r.Topic, "%c"),
-			share:  isShareRule(r.Topic),
+			Rule:  r,
+			hasU:  strings.Contains(r.Topic, "%u"),
+			hasC:  strings.Contains(r.Topic, "%c"),
+			share: isShareRule(r.Topic),
 		}
 		a.hasShare = a.hasShare || cr.share
 		a.rules = append(a.rules, cr)
@@ -182,7 +180,7 @@ func (a *ACL) Len() int {
 
 // appliesTo reports whether the rule's subject (user, role, anonymous or
 // any) covers id.
-func (r *compiledRule) appliesTo(id Identity) bool {
+func (r *compiledRule) appliesTo(id *Identity) bool {
 	switch {
 	case r.User != "":
 		return !id.Anonymous && id.Username == r.User
@@ -203,61 +201,33 @@ func safeIdentityValue(v string) bool {
 	return v != "" && !strings.ContainsAny(v, "+#/\x00")
 }
 
-// expandLevels substitutes %u and %c in levels in a single pass (so a
-// username containing "%c" is not expanded again). It reports false when a
-// placeholder is present but its value is unsafe, or when substitution would
-// make the first level start with '$' although the pattern's did not (so a
-// user called "$SYS" cannot turn "%u/#" into "$SYS/#").
-func expandLevels(levels []string, hasU, hasC bool, id Identity) ([]string, bool) {
+// placeholdersOK reports whether pattern's %u and %c (hasU, hasC: present)
+// may be substituted from id; the checks then compare the pattern's levels
+// with the values in place (levelIs). It is false when a placeholder's
+// value is unsafe, or when substitution would make the first level start
+// with '$' although the pattern's does not (so a user called "$SYS" cannot
+// turn "%u/#" into "$SYS/#"). Substitution is a single pass: a username
+// containing "%c" is not expanded again.
+func placeholdersOK(pattern string, hasU, hasC bool, id *Identity) bool {
 	if !hasU && !hasC {
-		return levels, true
+		return true
 	}
 	if (hasU && !safeIdentityValue(id.Username)) || (hasC && !safeIdentityValue(id.ClientID)) {
-		return nil, false
+		return false
 	}
-	out := make([]string, len(levels))
-	for i, l := range levels {
-		out[i] = expandLevel(l, id)
-	}
-	if !isDollar(levels[0]) && isDollar(out[0]) {
-		return nil, false
-	}
-	return out, true
+	first, _, _ := strings.Cut(pattern, levelSep)
+	return isDollar(first) || !levelIsDollar(first, id)
 }
 
-// expandLevel replaces every "%u" and "%c" in l; other '%' are literal.
-func expandLevel(l string, id Identity) string {
-	if !strings.Contains(l, "%") {
-		return l
-	}
-	var b strings.Builder
-	for i := 0; i < len(l); i++ {
-		if l[i] == '%' && i+1 < len(l) {
-			switch l[i+1] {
-			case 'u':
-				b.WriteString(id.Username)
-				i++
-				continue
-			case 'c':
-				b.WriteString(id.ClientID)
-				i++
-				continue
-			}
-		}
-		b.WriteByte(l[i])
-	}
-	return b.String()
-}
-
-func (r *compiledRule) expand(id Identity) ([]string, bool) {
-	return expandLevels(r.levels, r.hasU, r.hasC, id)
+func (r *compiledRule) usable(id *Identity) bool {
+	return placeholdersOK(r.Topic, r.hasU, r.hasC, id)
 }
 
 // tokenAllows reports whether a JWT scope list allows f: some filter in the
 // list must cover f entirely (subset; for a concrete topic that is a plain
 // match). A nil list means the token sets no scope. Invalid filters in the
 // list and placeholders with unsafe values never match.
-func tokenAllows(scope []string, id Identity, f []string) bool {
+func tokenAllows(scope []string, id *Identity, f string) bool {
 	if scope == nil {
 		return true
 	}
@@ -265,8 +235,7 @@ func tokenAllows(scope []string, id Identity, f []string) bool {
 		if validateFilter(s) != nil {
 			continue
 		}
-		p, ok := expandLevels(splitLevels(s), strings.Contains(s, "%u"), strings.Contains(s, "%c"), id)
-		if ok && subset(p, f) {
+		if placeholdersOK(s, strings.Contains(s, "%u"), strings.Contains(s, "%c"), id) && subset(s, f, id) {
 			return true
 		}
 	}
@@ -280,8 +249,7 @@ func (a *ACL) CanPublish(id Identity, topic string) bool {
 	if validateTopicName(topic) != nil {
 		return false
 	}
-	t := splitLevels(topic)
-	if !tokenAllows(id.TokenPublish, id, t) {
+	if !tokenAllows(id.TokenPublish, &id, topic) {
 		return false
 	}
 	if a.Empty() {
@@ -289,10 +257,10 @@ func (a *ACL) CanPublish(id Identity, topic string) bool {
 	}
 	for i := range a.rules {
 		r := &a.rules[i]
-		if r.share || r.Action&ActionPublish == 0 || !r.appliesTo(id) {
+		if r.share || r.Action&ActionPublish == 0 || !r.appliesTo(&id) {
 			continue
 		}
-		if p, ok := r.expand(id); ok && matchTopic(p, t) {
+		if r.usable(&id) && subset(r.Topic, topic, &id) {
 			return r.Allow
 		}
 	}
@@ -313,57 +281,50 @@ func (a *ACL) CanSubscribe(id Identity, filter string) bool {
 	if validateFilter(filter) != nil {
 		return false
 	}
-	f := splitLevels(filter)
-	if !tokenAllows(id.TokenSubscribe, id, f) {
+	if !tokenAllows(id.TokenSubscribe, &id, filter) {
 		return false
 	}
-	return a.Empty() || a.decideSubscribe(id, f, false)
+	return a.Empty() || a.decideSubscribe(&id, filter, false)
 }
 
 func (a *ACL) canSubscribeShared(id Identity, filter string) bool {
-	parts := strings.SplitN(filter, levelSep, 3)
-	if len(parts) != 3 {
+	group, inner, ok := strings.Cut(filter[len(sharePrefix+levelSep):], levelSep)
+	if !ok {
 		return false // "$share/GROUP" without a filter
 	}
-	group, inner := parts[1], parts[2]
 	// The group is a single level (no '/'); it must be non-empty, valid
 	// UTF-8 without NUL and contain no wildcard [MQTT-4.8.2-2].
 	if group == "" || strings.ContainsAny(group, wildOne+wildMulti) ||
 		validateFilter(group) != nil || validateFilter(inner) != nil {
 		return false
 	}
-	f := splitLevels(inner)
-	if !tokenAllows(id.TokenSubscribe, id, f) {
+	if !tokenAllows(id.TokenSubscribe, &id, inner) {
 		return false
 	}
 	if a.Empty() {
 		return true
 	}
-	if !a.decideSubscribe(id, f, false) {
+	if !a.decideSubscribe(&id, inner, false) {
 		return false
 	}
-	return !a.hasShare || a.decideSubscribe(id, splitLevels(filter), true)
+	return !a.hasShare || a.decideSubscribe(&id, filter, true)
 }
 
 // decideSubscribe runs the first-match subscribe evaluation over either the
 // ordinary rules (share=false) or the $share group rules (share=true).
-func (a *ACL) decideSubscribe(id Identity, f []string, share bool) bool {
+func (a *ACL) decideSubscribe(id *Identity, f string, share bool) bool {
 	for i := range a.rules {
 		r := &a.rules[i]
-		if r.share != share || r.Action&ActionSubscribe == 0 || !r.appliesTo(id) {
-			continue
-		}
-		p, ok := r.expand(id)
-		if !ok {
+		if r.share != share || r.Action&ActionSubscribe == 0 || !r.appliesTo(id) || !r.usable(id) {
 			continue
 		}
 		if r.Allow {
-			if subset(p, f) {
+			if subset(r.Topic, f, id) {
 				return true
 			}
 			// A partial cover does not decide; later rules may still
 			// cover the whole filter or refuse part of it.
-		} else if overlap(p, f) {
+		} else if overlap(r.Topic, f, id) {
 			return false
 		}
 	}

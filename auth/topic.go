@@ -8,7 +8,9 @@ import (
 )
 
 // This file holds the MQTT topic algebra the ACL is built on. Everything works
-// on topics and filters split into levels at '/'.
+// on topics and filters taken level by level ('/' separates levels), without
+// splitting them: these run for every publish and every delivery, which must
+// not allocate.
 //
 // The set of concrete topics a filter F matches, Topics(F), follows MQTT 3.1.1
 // and 5.0 section 4.7:
@@ -24,7 +26,9 @@ import (
 //	subset(P, F):  Topics(F) ⊆ Topics(P)   (everything F can deliver, P allows)
 //	overlap(P, F): Topics(F) ∩ Topics(P) ≠ ∅ (P and F share at least one topic)
 //
-// Both are decided exactly, level by level, without enumerating topics.
+// Both are decided exactly, level by level, without enumerating topics. P is
+// a rule's (or token scope's) pattern: its %u and %c are substituted from an
+// identity as its levels are compared, never into a new string.
 
 const (
 	levelSep    = "/"
@@ -36,6 +40,23 @@ const (
 // splitLevels splits a topic or filter into its levels. "" yields [""] (one
 // empty level), matching how MQTT treats "a//b" as three levels.
 func splitLevels(s string) []string { return strings.Split(s, levelSep) }
+
+// levels walks the levels of a topic or filter as splitLevels would split
+// them ("" is one empty level, "a/" is "a" then ""), without allocating.
+type levels struct {
+	rest string
+	done bool
+}
+
+// next returns the next level, or ok false past the last one.
+func (l *levels) next() (level string, ok bool) {
+	if l.done {
+		return "", false
+	}
+	level, l.rest, ok = strings.Cut(l.rest, levelSep)
+	l.done = !ok
+	return level, true
+}
 
 // validateFilter reports whether s is a syntactically valid MQTT topic filter:
 // non-empty valid UTF-8 without NUL, '+' and '#' only as whole levels, and '#'
@@ -50,11 +71,14 @@ func validateFilter(s string) error {
 	if strings.IndexByte(s, 0) >= 0 {
 		return errors.New("contains a NUL character, which MQTT forbids in topics")
 	}
-	levels := splitLevels(s)
-	for i, l := range levels {
+	if !strings.ContainsAny(s, wildOne+wildMulti) {
+		return nil // the level checks below are all about wildcards
+	}
+	ls := levels{rest: s}
+	for l, ok := ls.next(); ok; l, ok = ls.next() {
 		switch {
 		case l == wildMulti:
-			if i != len(levels)-1 {
+			if !ls.done {
 				return errors.New("'#' must be the last level (write \"a/#\", not \"a/#/b\")")
 			}
 		case l == wildOne:
@@ -82,40 +106,92 @@ func validateTopicName(s string) error {
 // isDollar reports whether a literal level starts with '$'.
 func isDollar(level string) bool { return strings.HasPrefix(level, "$") }
 
-// rootMulti is the level form of a bare "#" filter.
-var rootMulti = []string{wildOne, wildMulti}
+// levelIs reports whether pattern level l, with "%u" and "%c" replaced by
+// id's username and client id, equals s. The replacement is one left-to-
+// right pass (a username containing "%c" is not expanded again; "%%u" is
+// '%' then the username), done while comparing rather than into a new
+// string. With id nil, l is taken literally.
+func levelIs(l, s string, id *Identity) bool {
+	if id == nil || strings.IndexByte(l, '%') < 0 {
+		return l == s
+	}
+	for i := 0; i < len(l); i++ {
+		if l[i] == '%' && i+1 < len(l) && (l[i+1] == 'u' || l[i+1] == 'c') {
+			v := id.Username
+			if l[i+1] == 'c' {
+				v = id.ClientID
+			}
+			if !strings.HasPrefix(s, v) {
+				return false
+			}
+			s = s[len(v):]
+			i++
+			continue
+		}
+		if s == "" || s[0] != l[i] {
+			return false
+		}
+		s = s[1:]
+	}
+	return s == ""
+}
+
+// levelIsDollar reports whether pattern level l, substituted from id (nil:
+// literally), starts with '$'.
+func levelIsDollar(l string, id *Identity) bool {
+	for id != nil && len(l) >= 2 && l[0] == '%' {
+		var v string
+		switch l[1] {
+		case 'u':
+			v = id.Username
+		case 'c':
+			v = id.ClientID
+		default:
+			return false // a literal '%'
+		}
+		if v != "" {
+			return isDollar(v)
+		}
+		l = l[2:]
+	}
+	return isDollar(l)
+}
 
 // normRoot rewrites the filter "#" as the equivalent "+/#". Both match every
 // topic whose first level does not start with '$'; the rewrite lets subset
 // and overlap treat '#' uniformly as "this level's parent and everything
 // below", which is only true of "#" below the first level (a topic always has
 // at least one level, so a bare "#" has no parent to match).
-func normRoot(f []string) []string {
-	if len(f) == 1 && f[0] == wildMulti {
-		return rootMulti
+func normRoot(f string) string {
+	if f == wildMulti {
+		return wildOne + levelSep + wildMulti
 	}
 	return f
 }
 
 // subset reports whether every concrete topic matched by filter f is also
-// matched by pattern p (Topics(f) ⊆ Topics(p)). Both must be valid filters.
-// A concrete topic is a filter without wildcards, so subset(p, topic) is
-// plain "p matches topic".
-func subset(p, f []string) bool {
-	p, f = normRoot(p), normRoot(f)
+// matched by pattern p (Topics(f) ⊆ Topics(p)), p's placeholders substituted
+// from id (see levelIs). Both must be valid filters; a pattern's
+// substitution must have been checked (placeholdersOK). A concrete topic is
+// a filter without wildcards, so subset(p, topic, id) is plain "p matches
+// topic".
+func subset(p, f string, id *Identity) bool {
+	pl, fl := levels{rest: normRoot(p)}, levels{rest: normRoot(f)}
 	for i := 0; ; i++ {
-		if i < len(p) && p[i] == wildMulti {
+		x, xok := pl.next()
+		y, yok := fl.next()
+		if xok && x == wildMulti {
 			// '#' (never at level 0 after normRoot) covers the rest of f,
 			// including "no further levels".
 			return true
 		}
-		if i == len(f) {
-			return i == len(p) // f ends here; p must end here too
+		if !yok {
+			return !xok // f ends here; p must end here too
 		}
-		if i == len(p) {
+		if !xok {
 			return false // f has topics with more levels than p allows
 		}
-		switch f[i] {
+		switch y {
 		case wildMulti:
 			// f matches the parent and every deeper topic: only a '#' in p
 			// (handled above) covers that.
@@ -123,38 +199,40 @@ func subset(p, f []string) bool {
 		case wildOne:
 			// f's level ranges over every value (non-'$' values at level 0,
 			// which is exactly what a '+' in p matches there too).
-			if p[i] != wildOne {
+			if x != wildOne {
 				return false
 			}
 		default:
 			switch {
-			case p[i] == wildOne:
-				if i == 0 && isDollar(f[i]) {
+			case x == wildOne:
+				if i == 0 && isDollar(y) {
 					return false // [MQTT-4.7.2-1]
 				}
-			case p[i] != f[i]:
+			case !levelIs(x, y, id):
 				return false
 			}
 		}
 	}
 }
 
-// overlap reports whether some concrete topic is matched by both a and b.
-// Both must be valid filters. The relation is symmetric.
-func overlap(a, b []string) bool {
-	a, b = normRoot(a), normRoot(b)
+// overlap reports whether some concrete topic is matched by both pattern p
+// (substituted from id, as for subset) and filter f. Both must be valid
+// filters. The relation is symmetric.
+func overlap(p, f string, id *Identity) bool {
+	pl, fl := levels{rest: normRoot(p)}, levels{rest: normRoot(f)}
 	for i := 0; ; i++ {
-		if (i < len(a) && a[i] == wildMulti) || (i < len(b) && b[i] == wildMulti) {
+		x, xok := pl.next()
+		y, yok := fl.next()
+		if (xok && x == wildMulti) || (yok && y == wildMulti) {
 			// '#' (never at level 0 after normRoot) absorbs whatever the
 			// other side needs from here on, including nothing ("a/#"
 			// matches "a"). Every valid filter matches at least one
 			// topic, so they meet.
 			return true
 		}
-		if i == len(a) || i == len(b) {
-			return i == len(a) && i == len(b)
+		if !xok || !yok {
+			return !xok && !yok
 		}
-		x, y := a[i], b[i]
 		switch {
 		case x == wildOne && y == wildOne:
 		case x == wildOne:
@@ -162,14 +240,11 @@ func overlap(a, b []string) bool {
 				return false
 			}
 		case y == wildOne:
-			if i == 0 && isDollar(x) {
+			if i == 0 && levelIsDollar(x, id) {
 				return false
 			}
-		case x != y:
+		case !levelIs(x, y, id):
 			return false
 		}
 	}
 }
-
-// matchTopic reports whether filter f matches the concrete topic t.
-func matchTopic(f, t []string) bool { return subset(f, t) }
