@@ -21,6 +21,7 @@ import (
 	httpbridge "github.com/motemq/mote/bridge/http"
 	"github.com/motemq/mote/frame"
 	"github.com/motemq/mote/guard"
+	"github.com/motemq/mote/internal/retaingate"
 	"github.com/motemq/mote/listen"
 	"github.com/motemq/mote/persistence"
 	"github.com/motemq/mote/queue"
@@ -163,16 +164,24 @@ func (b *Broker) build() error {
 			return fmt.Errorf("config: bridges[%d]: %w", i, err)
 		}
 	}
+	// mochi reads its retained index unlocked; the gate keeps those reads
+	// apart from the writes (internal/retaingate).
+	gate, err := retaingate.New(b.server, retaingate.Options{CanDeliver: b.auth.CanDeliver, Log: b.log.With("hook", "retain-gate")})
+	if err != nil {
+		return err
+	}
 	// Order matters for OnPublish: features first, the barrier (which waits
 	// for the durability point) last.
 	for _, h := range []mqtt.Hook{
-		b.auth, // first: a refused client or publish reaches no other hook
+		gate.Head(), // before all: it releases the gate once mochi is done (and refuses nothing)
+		b.auth,      // first: a refused client or publish reaches no other hook
 		b.guard,
 		b.rules, // before persistence: a dropped message is not stored for anyone
 		b.persist,
 		b.queues,  // after persistence (its appends join the publish's durability point)
 		b.bridges, // the same for the bridges' outboxes
 		persistence.NewBarrier(b.persist),
+		gate.Tail(), // after all: it takes the gate for the packet mochi goes on with
 	} {
 		if err := b.server.AddHook(h, nil); err != nil {
 			return fmt.Errorf("broker: add hook %s: %w", h.ID(), err)
