@@ -10,6 +10,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/motemq/mote/internal/retaingate"
 	topics "github.com/motemq/mote/internal/topic"
 )
 
@@ -287,7 +288,9 @@ func (a *API) listRetained(r *http.Request) (any, error) {
 		return nil, errorf(http.StatusBadRequest, "filter %q is not a valid MQTT topic filter (levels separated by '/', '+' for one level, '#' last)", filter)
 	}
 	var out []Message
-	for _, pk := range a.o.Server.Topics.Messages(filter) {
+	// mochi's Topics.Messages reads the index unlocked (a data race with
+	// retained writes); retaingate.Matching reads the locked map.
+	for _, pk := range retaingate.Matching(a.o.Server.Topics, filter) {
 		out = append(out, messageOf(pk, previewBytes))
 	}
 	return paginate(out, func(m Message) string { return m.Topic }, p), nil
