@@ -100,7 +100,7 @@ type Hook struct {
 
 	st atomic.Pointer[state]
 
-	mu      sync.Mutex
+	mu      sync.RWMutex
 	clients map[*mqtt.Client]*client
 	perUser map[string]int
 
@@ -554,8 +554,8 @@ func (h *Hook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	_, ok := h.clients[cl]
 	return ok
 }
@@ -580,9 +580,9 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 // identity is who cl is: its connection's identity, or for a session
 // restored from the store and not yet reconnected, its username's.
 func (h *Hook) identity(cl *mqtt.Client) Identity {
-	h.mu.Lock()
+	h.mu.RLock()
 	c, ok := h.clients[cl]
-	h.mu.Unlock()
+	h.mu.RUnlock()
 	if ok {
 		return c.id
 	}
@@ -740,9 +740,9 @@ func (h *Hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if h.cfg.Limits.PublishRate <= 0 {
 		return pk, nil
 	}
-	h.mu.Lock()
+	h.mu.RLock()
 	c := h.clients[cl]
-	h.mu.Unlock()
+	h.mu.RUnlock()
 	if c == nil || c.pub == nil || c.pub.Allow() {
 		return pk, nil
 	}
