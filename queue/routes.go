@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	topics "github.com/motemq/mote/internal/topic"
 )
 
 // routes answers, for every publish, which queues take the message: the
@@ -145,7 +147,7 @@ func (r *routes) match(topic string) []string {
 		out = r.root.collect(topic, strings.HasPrefix(topic, "$"), out)
 	}
 	for _, d := range r.declared {
-		if matchFilter(d.filter, topic) {
+		if topics.Match(d.filter, topic) {
 			out = appendGroup(out, d.group)
 		}
 	}
@@ -204,33 +206,4 @@ func appendGroup(out []string, g string) []string {
 		out = make([]string, 0, 4)
 	}
 	return append(out, g)
-}
-
-// matchFilter is topics.Match without its allocations (it splits both
-// strings): whether topic matches filter, where "#" also matches the
-// parent level and wildcards at the first level do not match topics
-// starting with '$' [MQTT-4.7.2-1]. routes_test.go fuzzes it against
-// topics.Match.
-func matchFilter(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	done := false // every topic level is matched
-	for {
-		fl, frest, fmore := strings.Cut(filter, "/")
-		if fl == "#" {
-			return true
-		}
-		if done {
-			return false
-		}
-		tl, trest, tmore := strings.Cut(topic, "/")
-		if fl != "+" && fl != tl {
-			return false
-		}
-		if !fmore {
-			return !tmore
-		}
-		filter, topic, done = frest, trest, !tmore
-	}
 }

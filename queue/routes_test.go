@@ -174,22 +174,6 @@ func FuzzRoutes(f *testing.F) {
 	})
 }
 
-// FuzzMatchFilter: matchFilter is topics.Match.
-func FuzzMatchFilter(f *testing.F) {
-	for _, seed := range [][2]string{
-		{"a/#", "a"}, {"a/#", "a/b/c"}, {"a/+", "a/b"}, {"a/+", "a/b/c"}, {"+/x", "/x"},
-		{"#", "$SYS/x"}, {"+/x", "$q/x"}, {"$q/#", "$q/x"}, {"a/b", "a/b/c"}, {"", ""},
-		{"a/b", "a"}, {"+/#", "a"}, {"a//", "a//"}, {"/", ""},
-	} {
-		f.Add(seed[0], seed[1])
-	}
-	f.Fuzz(func(t *testing.T, filter, topic string) {
-		if got, want := matchFilter(filter, topic), topics.Match(filter, topic); got != want {
-			t.Fatalf("matchFilter(%q, %q) = %v, topics.Match says %v", filter, topic, got, want)
-		}
-	})
-}
-
 // TestRoutesFollowMembership drives the manager as mochi does: a group
 // keeps taking messages while its only member is an offline persistent
 // session (mochi's index still holds the subscription), and stops once

@@ -32,20 +32,26 @@ func Match(filter, topic string) bool {
 	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
 		return false
 	}
-	f := strings.Split(filter, "/")
-	t := strings.Split(topic, "/")
-	for i, l := range f {
-		if l == "#" {
+	// Level by level without splitting: it runs per publish (bridges,
+	// queues), and must not allocate.
+	done := false // every topic level is matched
+	for {
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
 			return true
 		}
-		if i >= len(t) {
+		if done {
 			return false
 		}
-		if l != "+" && l != t[i] {
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
 			return false
 		}
+		if !fmore {
+			return !tmore
+		}
+		filter, topic, done = frest, trest, !tmore
 	}
-	return len(f) == len(t)
 }
 
 // CheckName checks a topic name that something other than an MQTT client
