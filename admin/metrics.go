@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/motemq/mote/internal/hookset"
 )
 
 // Hook counts what no other part of the broker counts: PUBLISH packets and
@@ -31,10 +32,13 @@ var _ mqtt.Hook = (*Hook)(nil)
 // ID is the hook's id.
 func (h *Hook) ID() string { return "admin-metrics" }
 
+var provides = hookset.Of(
+	mqtt.OnPacketRead,
+	mqtt.OnPacketSent,
+)
+
 // Provides reports the events the hook handles.
-func (h *Hook) Provides(b byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnPacketRead, mqtt.OnPacketSent}, b) >= 0
-}
+func (h *Hook) Provides(b byte) bool { return provides.Has(b) }
 
 // OnPacketRead counts an inbound PUBLISH (its size is the fixed header plus
 // the remaining length).

@@ -21,6 +21,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 	"golang.org/x/time/rate"
+
+	"github.com/motemq/mote/internal/hookset"
 )
 
 // Config configures the Hook.
@@ -172,21 +174,21 @@ func New(cfg Config, server *mqtt.Server, log *slog.Logger) (*Hook, error) {
 // ID is the hook's id.
 func (h *Hook) ID() string { return "auth" }
 
+var provides = hookset.Of(
+	mqtt.OnConnect,
+	mqtt.OnConnectAuthenticate,
+	mqtt.OnACLCheck,
+	mqtt.OnDisconnect,
+	mqtt.OnSubscribe,
+	mqtt.OnPacketEncode,
+	mqtt.OnPublish,
+	mqtt.OnRetainMessage,
+	mqtt.OnRetainedExpired,
+	mqtt.OnSysInfoTick,
+)
+
 // Provides reports the events the hook handles.
-func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect,
-		mqtt.OnConnectAuthenticate,
-		mqtt.OnACLCheck,
-		mqtt.OnDisconnect,
-		mqtt.OnSubscribe,
-		mqtt.OnPacketEncode,
-		mqtt.OnPublish,
-		mqtt.OnRetainMessage,
-		mqtt.OnRetainedExpired,
-		mqtt.OnSysInfoTick,
-	}, []byte{b})
-}
+func (h *Hook) Provides(b byte) bool { return provides.Has(b) }
 
 // Init starts watching the files (when configured).
 func (h *Hook) Init(any) error {

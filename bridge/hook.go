@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 
+	"github.com/motemq/mote/internal/hookset"
 	topics "github.com/motemq/mote/internal/topic"
 	"github.com/motemq/mote/persistence"
 )
@@ -154,10 +154,13 @@ func (h *Hook) DeadLetter(name string) func(pk packets.Packet, reason string, at
 // ID is the hook's id.
 func (h *Hook) ID() string { return "bridge" }
 
+var provides = hookset.Of(
+	mqtt.OnPublish,
+	mqtt.OnSysInfoTick,
+)
+
 // Provides reports the events the hook handles.
-func (h *Hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublish, mqtt.OnSysInfoTick}, []byte{b})
-}
+func (h *Hook) Provides(b byte) bool { return provides.Has(b) }
 
 // Start starts the bridges and the dead-letter publisher.
 func (h *Hook) Start() {

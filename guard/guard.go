@@ -7,7 +7,6 @@
 package guard
 
 import (
-	"bytes"
 	"strings"
 	"sync/atomic"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/motemq/mote/frame"
+	"github.com/motemq/mote/internal/hookset"
 )
 
 // Options configures the hook.
@@ -60,17 +60,17 @@ func New(server *mqtt.Server, opts Options) *Hook { return &Hook{opts: opts, ser
 // ID is the hook's id.
 func (h *Hook) ID() string { return "guard" }
 
+var provides = hookset.Of(
+	mqtt.OnConnect,
+	mqtt.OnPacketEncode,
+	mqtt.OnSelectSubscribers,
+	mqtt.OnPacketRead,
+	mqtt.OnSubscribe,
+	mqtt.OnClientExpired,
+)
+
 // Provides reports the events the hook handles.
-func (h *Hook) Provides(b byte) bool {
-	return bytes.IndexByte([]byte{
-		mqtt.OnConnect,
-		mqtt.OnPacketEncode,
-		mqtt.OnSelectSubscribers,
-		mqtt.OnPacketRead,
-		mqtt.OnSubscribe,
-		mqtt.OnClientExpired,
-	}, b) >= 0
-}
+func (h *Hook) Provides(b byte) bool { return provides.Has(b) }
 
 // OnClientExpired removes an expired session's subscriptions from mochi's
 // topic index. mochi's clearExpiredClients only deletes the client: its

@@ -1,7 +1,6 @@
 package persistence
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
+
+	"github.com/motemq/mote/internal/hookset"
 )
 
 // Options configures the session engine of a Hook.
@@ -151,28 +152,28 @@ func NewHook(store *Store, server *mqtt.Server, opts Options) *Hook {
 // ID is the hook's id.
 func (h *Hook) ID() string { return "persistence" }
 
+var provides = hookset.Of(
+	mqtt.OnSessionEstablish,
+	mqtt.OnSessionEstablished,
+	mqtt.OnDisconnect,
+	mqtt.OnSubscribed,
+	mqtt.OnUnsubscribed,
+	mqtt.OnPacketRead,
+	mqtt.OnPacketEncode,
+	mqtt.OnPacketProcessed,
+	mqtt.OnPublish,
+	mqtt.OnPublished,
+	mqtt.OnRetainMessage,
+	mqtt.OnRetainedExpired,
+	mqtt.OnQosPublish,
+	mqtt.OnQosComplete,
+	mqtt.OnQosDropped,
+	mqtt.OnClientExpired,
+	mqtt.OnSysInfoTick,
+)
+
 // Provides reports the events the hook handles.
-func (h *Hook) Provides(b byte) bool {
-	return bytes.IndexByte([]byte{
-		mqtt.OnSessionEstablish,
-		mqtt.OnSessionEstablished,
-		mqtt.OnDisconnect,
-		mqtt.OnSubscribed,
-		mqtt.OnUnsubscribed,
-		mqtt.OnPacketRead,
-		mqtt.OnPacketEncode,
-		mqtt.OnPacketProcessed,
-		mqtt.OnPublish,
-		mqtt.OnPublished,
-		mqtt.OnRetainMessage,
-		mqtt.OnRetainedExpired,
-		mqtt.OnQosPublish,
-		mqtt.OnQosComplete,
-		mqtt.OnQosDropped,
-		mqtt.OnClientExpired,
-		mqtt.OnSysInfoTick,
-	}, b) >= 0
-}
+func (h *Hook) Provides(b byte) bool { return provides.Has(b) }
 
 // Stop stops the pumps. The store is closed by its owner.
 func (h *Hook) Stop() error {

@@ -13,7 +13,6 @@
 package queue
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -26,6 +25,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/mochi-mqtt/server/v2/system"
 
+	"github.com/motemq/mote/internal/hookset"
 	"github.com/motemq/mote/persistence"
 )
 
@@ -91,18 +91,18 @@ func New(server *mqtt.Server, store *persistence.Store, persist *persistence.Hoo
 // ID is the hook's id.
 func (mg *Manager) ID() string { return "queue" }
 
+var provides = hookset.Of(
+	mqtt.OnPublish,
+	mqtt.OnSelectSubscribers,
+	mqtt.OnSubscribed,
+	mqtt.OnUnsubscribed,
+	mqtt.OnSessionEstablished,
+	mqtt.OnDisconnect,
+	mqtt.OnSysInfoTick,
+)
+
 // Provides reports the events the hook handles.
-func (mg *Manager) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnPublish,
-		mqtt.OnSelectSubscribers,
-		mqtt.OnSubscribed,
-		mqtt.OnUnsubscribed,
-		mqtt.OnSessionEstablished,
-		mqtt.OnDisconnect,
-		mqtt.OnSysInfoTick,
-	}, []byte{b})
-}
+func (mg *Manager) Provides(b byte) bool { return provides.Has(b) }
 
 // Restore opens the declared queues and those the store holds, and makes
 // every restored session subscribed to a group a member (offline until it

@@ -1,7 +1,6 @@
 package retaingate
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"strings"
@@ -10,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/motemq/mote/internal/hookset"
 )
 
 // Options configure a Gate.
@@ -169,10 +170,14 @@ type head struct {
 // ID is the hook's id.
 func (h *head) ID() string { return "retain-gate-head" }
 
+var headProvides = hookset.Of(
+	mqtt.OnRetainMessage,
+	mqtt.OnPacketSent,
+	mqtt.OnPacketProcessed,
+)
+
 // Provides reports the events the hook handles.
-func (h *head) Provides(b byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnRetainMessage, mqtt.OnPacketSent, mqtt.OnPacketProcessed}, b) >= 0
-}
+func (h *head) Provides(b byte) bool { return headProvides.Has(b) }
 
 // OnRetainMessage releases a retained write: mochi calls it right after
 // TopicsIndex.RetainMessage. A write that Tail did not gate is either a
@@ -249,10 +254,15 @@ type tail struct {
 // ID is the hook's id.
 func (t *tail) ID() string { return "retain-gate-tail" }
 
+var tailProvides = hookset.Of(
+	mqtt.OnPublish,
+	mqtt.OnWill,
+	mqtt.OnSubscribe,
+	mqtt.OnSubscribed,
+)
+
 // Provides reports the events the hook handles.
-func (t *tail) Provides(b byte) bool {
-	return bytes.IndexByte([]byte{mqtt.OnPublish, mqtt.OnWill, mqtt.OnSubscribe, mqtt.OnSubscribed}, b) >= 0
-}
+func (t *tail) Provides(b byte) bool { return tailProvides.Has(b) }
 
 // OnPublish takes classRetain for a publish that mochi will retain: being
 // the last OnPublish hook, it sees the packet mochi goes on with, and
