@@ -176,6 +176,7 @@ func (b *Broker) build() error {
 		gate.Head(), // before all: it releases the gate once mochi is done (and refuses nothing)
 		b.auth,      // first: a refused client or publish reaches no other hook
 		b.guard,
+		guard.NewPacer(b.server, guard.PaceOptions{Wait: cfg.MQTT.QoS0Backpressure.Std()}),
 		b.rules, // before persistence: a dropped message is not stored for anyone
 		b.persist,
 		b.queues,  // after persistence (its appends join the publish's durability point)

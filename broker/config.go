@@ -95,6 +95,14 @@ type MQTTConfig struct {
 	MaxInflight       int      `yaml:"max_inflight"`
 	MaxQueuedMessages int      `yaml:"max_queued_messages"`
 	Backpressure      Duration `yaml:"backpressure"`
+	// QoS0Backpressure bounds how long a QoS 0 publisher is held when a
+	// delivery of its message was dropped because the subscriber's write
+	// queue (WriteQueue) is full: it waits until the subscriber has
+	// written a quarter of the queue, so many publishers are paced to one
+	// subscriber instead of having most of their messages dropped. A
+	// subscriber that writes nothing during a whole wait holds nobody again
+	// until it writes. 0 turns it off.
+	QoS0Backpressure  Duration `yaml:"qos0_backpressure"`
 	TopicAliasMaximum int      `yaml:"topic_alias_maximum"`
 	MaxSessionExpiry  Duration `yaml:"max_session_expiry"`
 	MaxMessageExpiry  Duration `yaml:"max_message_expiry"`
@@ -135,6 +143,7 @@ func Defaults() *Config {
 			MaxInflight:       256,
 			MaxQueuedMessages: 10000,
 			Backpressure:      Duration(5 * time.Second),
+			QoS0Backpressure:  Duration(20 * time.Millisecond),
 			TopicAliasMaximum: 64,
 			MaxSessionExpiry:  Duration(7 * 24 * time.Hour),
 			MaxUserProperties: 64,
@@ -444,6 +453,9 @@ func (c *Config) Validate() error {
 	}
 	if m.Backpressure < 0 {
 		bad("mqtt.backpressure", "must not be negative (0 turns it off)")
+	}
+	if m.QoS0Backpressure < 0 {
+		bad("mqtt.qos0_backpressure", "must not be negative (0 turns it off)")
 	}
 	if c.Persistence.ShrinkInterval < 0 {
 		bad("persistence.shrink_interval", "must not be negative")

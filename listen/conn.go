@@ -28,6 +28,9 @@ import (
 //     lock while it writes). Between Cork and Uncork, writes are gathered
 //     and sent in one system call.
 //   - SetDeadline from mochi (its keepalive) only sets the read deadline.
+//   - Written and AwaitWritten let others follow the writer's progress
+//     (the QoS 0 pacer waits for a subscriber to make room); the write
+//     path pays an atomic add and a load for it.
 //   - HoldWrites lets the next writes wait for something (a store commit)
 //     without blocking the writer: they are queued in order and sent by a
 //     short-lived goroutine once it happened.
@@ -58,6 +61,13 @@ type Conn struct {
 	werr     error
 	held     []heldWrite // writes waiting behind a hold, in order (see HoldWrites)
 	flushing bool        // the goroutine sending held writes runs
+
+	// progress of the write side, for AwaitWritten
+	written  atomic.Uint64 // bytes accepted by Write
+	waiters  atomic.Int32  // AwaitWritten calls waiting
+	pmu      sync.Mutex
+	progress chan struct{} // closed by the next write while someone waits
+	stallAt  atomic.Uint64 // written+1 when a wait saw no progress at all
 
 	closed atomic.Bool
 }
@@ -340,6 +350,18 @@ func (c *Conn) compact() {
 // Write writes b with a deadline, gathers it while corked, or queues it
 // behind a hold.
 func (c *Conn) Write(b []byte) (int, error) {
+	n, err := c.write(b)
+	if n > 0 {
+		// The hot path: an add and a load; only a waiter makes it signal.
+		c.written.Add(uint64(n))
+		if c.waiters.Load() > 0 {
+			c.wake()
+		}
+	}
+	return n, err
+}
+
+func (c *Conn) write(b []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
@@ -529,11 +551,92 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	c.stats.Open.Add(-1)
+	c.wake()
 	err := c.Conn.Close()
 	if c.onClose != nil {
 		c.onClose()
 	}
 	return err
+}
+
+// Written is the number of bytes Write has accepted (sent, gathered while
+// corked or queued behind a hold): the connection's writer has made that
+// much progress.
+func (c *Conn) Written() uint64 { return c.written.Load() }
+
+// AwaitWritten waits until Write has accepted room more bytes, the
+// connection is closed or d has passed, and reports whether it waited at
+// all and whether the room was made (closed counts as made: nobody needs to
+// wait for it any more).
+//
+// A wait that ends by d with no byte written at all, while the socket's
+// send queue did not shrink either (the peer read nothing; Linux tells,
+// elsewhere no write means stalled), marks the connection stalled: later
+// calls return at once (waited false) until it writes again. So a peer
+// that never reads costs its waiters d once, not d per call.
+//
+// The writer signals only while someone waits (Write checks a counter),
+// and wakes every waiter, each of which checks its own target again.
+func (c *Conn) AwaitWritten(room uint64, d time.Duration) (waited, made bool) {
+	start := c.written.Load()
+	if c.closed.Load() {
+		return false, true
+	}
+	if c.stallAt.Load() == start+1 {
+		return false, false
+	}
+	target := start + room
+	queued, canTell := sendQueued(c.Conn)
+	c.waiters.Add(1)
+	defer c.waiters.Add(-1)
+	var timer *time.Timer
+	for {
+		// Write adds, then loads waiters; here waiters was raised before
+		// written is loaded under pmu, so either this load sees the write
+		// or the writer's wake (which takes pmu) sees the channel.
+		c.pmu.Lock()
+		if c.written.Load() >= target || c.closed.Load() {
+			c.pmu.Unlock()
+			return true, true
+		}
+		if c.progress == nil {
+			c.progress = make(chan struct{})
+		}
+		ch := c.progress
+		c.pmu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(d)
+			defer timer.Stop()
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			w := c.written.Load()
+			if w >= target || c.closed.Load() {
+				return true, true
+			}
+			if w == start {
+				// Write is blocked on a full socket; the kernel wakes it
+				// only once a third of the send buffer has drained, which
+				// for a slow reader can take far longer than d. A send
+				// queue that shrank means the peer reads: not stalled.
+				if q, ok := sendQueued(c.Conn); !canTell || !ok || q >= queued {
+					c.stallAt.Store(w + 1)
+				}
+			}
+			return true, false
+		}
+	}
+}
+
+// wake releases the goroutines in AwaitWritten.
+func (c *Conn) wake() {
+	c.pmu.Lock()
+	if c.progress != nil {
+		close(c.progress)
+		c.progress = nil
+	}
+	c.pmu.Unlock()
 }
 
 var bufPool = sync.Pool{New: func() any { return make([]byte, 0, 4096) }}
