@@ -273,7 +273,8 @@ func TestEchoes(t *testing.T) {
 func TestDeps(t *testing.T) {
 	allowed := []string{
 		"github.com/motemq/mote/bridge/mqtt", "github.com/motemq/mote/bridge",
-		"github.com/motemq/mote/internal/topic", "github.com/motemq/mote/persistence",
+		"github.com/motemq/mote/internal/topic", "github.com/motemq/mote/internal/hookset",
+		"github.com/motemq/mote/persistence",
 	}
 	for _, p := range deps.Of(t) {
 		if p == "testing" || strings.HasPrefix(p, "github.com/motemq/mote/") && !slices.Contains(allowed, p) {
