@@ -18,6 +18,7 @@ import (
 
 	"github.com/motemq/mote/auth"
 	"github.com/motemq/mote/bridge"
+	"github.com/motemq/mote/guard"
 	"github.com/motemq/mote/listen"
 	"github.com/motemq/mote/persistence"
 	"github.com/motemq/mote/queue"
@@ -45,6 +46,9 @@ type Options struct {
 	Queues  *queue.Manager
 	Bridges *bridge.Hook
 	Conns   *listen.Stats
+	// Pacer, when set, are the QoS 0 pacer's totals
+	// (mote_qos0_paced_total).
+	Pacer *guard.PaceCounters
 	// Rules, when set, serves the rules and topic history endpoints; nil
 	// answers them with 404 "rules are not configured".
 	Rules Rules

@@ -138,6 +138,7 @@ var (
 	mNetOut          = counter("mote_network_bytes_sent_total", "Bytes written to MQTT connections.")
 	mDropped         = counter("mote_messages_dropped_total", "Messages not delivered or refused, by reason.", "reason")
 	mACLDenied       = counter("mote_acl_denied_total", "Operations the ACL refused, by action.", "action")
+	mPaced           = counter("mote_qos0_paced_total", "QoS 0 drops for a full subscriber write queue, by what the publisher's hold ended with (mqtt.qos0_backpressure): room (the subscriber drained), timeout, or skipped (the subscriber is stalled or gone: nobody is held).", "outcome")
 	mRetained        = gauge("mote_retained_messages", "Retained messages held.")
 	mInflight        = gauge("mote_inflight_messages", "QoS 1/2 messages awaiting their acknowledgement, both ways.")
 	mSessions        = gauge("mote_sessions", "Sessions held (connected clients and disconnected persistent sessions).")
@@ -179,7 +180,7 @@ var (
 
 var allDescs = []desc{
 	mBuild, mClients, mConnsOpen, mConnsTotal, mConnsRefused, mSlowClosed, mPacketsRefused,
-	mMsgsIn, mMsgsOut, mBytesIn, mBytesOut, mNetIn, mNetOut, mDropped, mACLDenied,
+	mMsgsIn, mMsgsOut, mBytesIn, mBytesOut, mNetIn, mNetOut, mDropped, mACLDenied, mPaced,
 	mRetained, mInflight, mSessions, mSubscriptions,
 	mQueueDepth, mQueueInflight, mQueueConsumers, mQueueOnline, mQueueDelivered, mQueueAcked,
 	mQueueRedeliv, mQueueRefused, mQueueDead, mQueueExpired, mQueueDropped, mQueueRejected,
@@ -252,6 +253,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	emit(mACLDenied, float64(ac.PublishDenied.Load()), "publish")
 	emit(mACLDenied, float64(ac.SubscribeDenied.Load()), "subscribe")
 	emit(mACLDenied, float64(ac.DeliveryDenied.Load()), "deliver")
+	if pc := a.o.Pacer; pc != nil {
+		emit(mPaced, float64(pc.Paced.Load()), "room")
+		emit(mPaced, float64(pc.TimedOut.Load()), "timeout")
+		emit(mPaced, float64(pc.Skipped.Load()), "skipped")
+	}
 	emit(mRetained, float64(a.o.Server.Topics.Retained.Len())) // Info.Retained is only refreshed on $SYS ticks
 	emit(mInflight, float64(info.Inflight))
 	emit(mSessions, float64(a.sessions()))

@@ -72,6 +72,7 @@ func (b *Broker) registerAdmin(mux *http.ServeMux) {
 		Queues:          b.queues,
 		Bridges:         b.bridges,
 		Conns:           b.conns,
+		Pacer:           &b.pacer.Counters,
 		UsersConfigured: b.cfg.Auth.UsersFile != "" || b.cfg.Auth.JWT != nil,
 		Role:            cfg.role(),
 		MetricsPublic:   cfg.MetricsPublic,

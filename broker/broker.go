@@ -50,6 +50,7 @@ type Broker struct {
 	store   *persistence.Store
 	persist *persistence.Hook
 	guard   *guard.Hook
+	pacer   *guard.Pacer
 	auth    *auth.Hook
 	queues  *queue.Manager
 	bridges *bridge.Hook
@@ -170,13 +171,14 @@ func (b *Broker) build() error {
 	if err != nil {
 		return err
 	}
+	b.pacer = guard.NewPacer(b.server, guard.PaceOptions{Wait: cfg.MQTT.QoS0Backpressure.Std()})
 	// Order matters for OnPublish: features first, the barrier (which waits
 	// for the durability point) last.
 	for _, h := range []mqtt.Hook{
 		gate.Head(), // before all: it releases the gate once mochi is done (and refuses nothing)
 		b.auth,      // first: a refused client or publish reaches no other hook
 		b.guard,
-		guard.NewPacer(b.server, guard.PaceOptions{Wait: cfg.MQTT.QoS0Backpressure.Std()}),
+		b.pacer,
 		b.rules, // before persistence: a dropped message is not stored for anyone
 		b.persist,
 		b.queues,  // after persistence (its appends join the publish's durability point)
