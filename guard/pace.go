@@ -26,7 +26,8 @@ type PaceCounters struct {
 	// TimedOut counts holds that ended at PaceOptions.Wait (the subscriber
 	// is marked stalled if it wrote nothing at all meanwhile).
 	TimedOut atomic.Uint64
-	// Skipped counts drops to a stalled subscriber: nobody waited.
+	// Skipped counts drops to a stalled or closed subscriber: nobody
+	// waited.
 	Skipped atomic.Uint64
 }
 

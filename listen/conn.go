@@ -28,7 +28,7 @@ import (
 //     lock while it writes). Between Cork and Uncork, writes are gathered
 //     and sent in one system call.
 //   - SetDeadline from mochi (its keepalive) only sets the read deadline.
-//   - Written and AwaitWritten let others follow the writer's progress
+//   - AwaitWritten lets others follow the writer's progress
 //     (the QoS 0 pacer waits for a subscriber to make room); the write
 //     path pays an atomic add and a load for it.
 //   - HoldWrites lets the next writes wait for something (a store commit)
@@ -63,7 +63,7 @@ type Conn struct {
 	flushing bool        // the goroutine sending held writes runs
 
 	// progress of the write side, for AwaitWritten
-	written  atomic.Uint64 // bytes accepted by Write
+	written  atomic.Uint64 // bytes accepted by Write (sent, gathered while corked or queued behind a hold)
 	waiters  atomic.Int32  // AwaitWritten calls waiting
 	pmu      sync.Mutex
 	progress chan struct{} // closed by the next write while someone waits
@@ -558,11 +558,6 @@ func (c *Conn) Close() error {
 	}
 	return err
 }
-
-// Written is the number of bytes Write has accepted (sent, gathered while
-// corked or queued behind a hold): the connection's writer has made that
-// much progress.
-func (c *Conn) Written() uint64 { return c.written.Load() }
 
 // AwaitWritten waits until Write has accepted room more bytes, the
 // connection is closed or d has passed, and reports whether it waited at

@@ -31,8 +31,8 @@ func TestAwaitWritten(t *testing.T) {
 	if got := <-done; got != [2]bool{true, true} {
 		t.Fatalf("wait with writes: waited, made = %v, want true, true", got)
 	}
-	if c.Written() != 15 {
-		t.Fatalf("Written = %d, want 15", c.Written())
+	if n := c.written.Load(); n != 15 {
+		t.Fatalf("written = %d, want 15", n)
 	}
 
 	// Nothing written in a whole wait: stalled, and the next call does not wait.

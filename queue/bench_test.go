@@ -72,12 +72,12 @@ func BenchmarkGroupsFor(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			mg := benchManager(b, tc.shared, tc.entries)
-			if got := mg.groupsFor("devices/42/telemetry"); len(got) != tc.want {
-				b.Fatalf("groupsFor = %v, want %d groups", got, tc.want)
+			if got := mg.routes.match("devices/42/telemetry"); len(got) != tc.want {
+				b.Fatalf("routes.match = %v, want %d groups", got, tc.want)
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				mg.groupsFor("devices/42/telemetry")
+				mg.routes.match("devices/42/telemetry")
 			}
 		})
 	}

@@ -281,16 +281,13 @@ func (mg *Manager) deleteQueue(group string, q *queue) {
 // is held.
 func (mg *Manager) publish(pk packets.Packet) { mg.outbox = append(mg.outbox, pk) }
 
-// groupsFor returns the queues a message on topic goes to.
-func (mg *Manager) groupsFor(topic string) []string { return mg.routes.match(topic) }
-
 // OnPublish appends the message to every matching queue; for QoS 1/2 the
 // publisher's acknowledgement waits for the append (persistence.WaitFor).
 func (mg *Manager) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if mg.persist.Replaying() || pk.FixedHeader.Retain && len(pk.Payload) == 0 {
 		return pk, nil // a replayed message was appended before the crash
 	}
-	groups := mg.groupsFor(pk.TopicName)
+	groups := mg.routes.match(pk.TopicName)
 	if len(groups) == 0 {
 		return pk, nil
 	}

@@ -27,7 +27,7 @@ import (
 // wait for them. Inline clients are never members (mochi's inline
 // subscriptions are not shared ones), as in OnSubscribed.
 //
-// Matching reproduces what groupsFor used to compute: mochi's trie walk
+// Matching reproduces what the queue manager used to compute per publish: mochi's trie walk
 // (TopicsIndex.scanSubscribers, including that "a/+/#" does not match
 // "a/b" while "a/x/#" matches "a/x") narrowed by topics.Match, whose
 // [MQTT-4.7.2-1] rule keeps $-topics from filters starting with a

@@ -199,8 +199,8 @@ func TestRoutesFollowMembership(t *testing.T) {
 
 	want := func(topic string, groups ...string) {
 		t.Helper()
-		if got := mg.groupsFor(topic); !sameGroups(got, groups) {
-			t.Fatalf("groupsFor(%q) = %q, want %q", topic, got, groups)
+		if got := mg.routes.match(topic); !sameGroups(got, groups) {
+			t.Fatalf("routes.match(%q) = %q, want %q", topic, got, groups)
 		}
 	}
 	subscribe := func(cl *mqtt.Client, filters ...string) {
