@@ -873,12 +873,7 @@ func (h *Hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, rese
 			if b := s.sendAfter; b != nil && e.pk.FixedHeader.Qos == 2 {
 				// As the pump does: a QoS 2 packet id is on disk before the
 				// receiver sees it.
-				s.mu.Unlock()
-				err := b.Wait()
-				s.mu.Lock()
-				if err != nil {
-					h.Log.Error("session state not stored", "client", s.id, "error", err)
-				}
+				s.waitStored(b)
 			}
 		}
 		return

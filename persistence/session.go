@@ -351,6 +351,18 @@ func (s *session) markSent(e *entry) {
 	}
 }
 
+// waitStored waits, without s.mu, until b is durable (a state the receiver
+// is about to see must survive a crash). s.mu must be held; it is again on
+// return.
+func (s *session) waitStored(b *Batch) {
+	s.mu.Unlock()
+	err := b.Wait()
+	s.mu.Lock()
+	if err != nil {
+		s.h.Log.Error("session state not stored", "client", s.id, "error", err)
+	}
+}
+
 // save writes e's queue record for persistent sessions and returns the
 // batch that makes it durable (nil for other sessions).
 func (s *session) save(e *entry, st byte) *Batch {
@@ -423,12 +435,7 @@ func (s *session) ack(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 				// mochi sends PUBREL when this returns. The receiver then
 				// forgets the packet id, so after a crash the broker must
 				// resend PUBREL, not the PUBLISH: the state is stored first.
-				s.mu.Unlock()
-				err := b.Wait()
-				s.mu.Lock()
-				if err != nil {
-					s.h.Log.Error("session state not stored", "client", s.id, "error", err)
-				}
+				s.waitStored(b)
 			}
 			return pk // the window stays taken until PUBCOMP
 		}
