@@ -20,9 +20,7 @@ func TestAwaitWritten(t *testing.T) {
 		w, m := c.AwaitWritten(10, 10*time.Second)
 		done <- [2]bool{w, m}
 	}()
-	for c.waiters.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitForWaiter(t, c)
 	for range 3 {
 		if _, err := c.Write([]byte("12345")); err != nil {
 			t.Fatal(err)
@@ -60,7 +58,7 @@ func TestAwaitWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() {
-		time.Sleep(20 * time.Millisecond)
+		waitForWaiter(t, c) // the close comes while AwaitWritten waits
 		_ = c.Close()
 	}()
 	if w, m := c.AwaitWritten(1<<40, 10*time.Second); !w || !m {
@@ -77,11 +75,13 @@ func TestSendQueuedTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		c, err := ln.Accept()
 		if err == nil {
 			defer c.Close()
-			time.Sleep(time.Second) // does not read
+			<-done // holds the connection open and does not read
 		}
 	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
@@ -91,5 +91,17 @@ func TestSendQueuedTCP(t *testing.T) {
 	defer c.Close()
 	if _, ok := sendQueued(c); !ok && isLinux {
 		t.Fatal("sendQueued cannot tell on a TCP connection")
+	}
+}
+
+// waitForWaiter waits (bounded) until a goroutine is inside c.AwaitWritten.
+func waitForWaiter(t *testing.T, c *Conn) {
+	deadline := time.Now().Add(5 * time.Second)
+	for c.waiters.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Error("nobody waits in AwaitWritten after 5s")
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
